@@ -1,0 +1,1 @@
+"""Preference data: read, validate, normalize, tokenize and batch."""

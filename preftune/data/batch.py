@@ -1,0 +1,115 @@
+"""Batches of tokenized pairs in a layout-independent form, the padded collator, and a length-grouped sampler.
+
+A batch names its response tokens as a flat list: for token t, the logits at (`rows[t]`, `cols[t]`)
+predict `labels[t]`, which belongs to sequence slot `seq[t]` (pair i's chosen response is slot i,
+its rejected response slot B + i). Log-probabilities are computed from that list alone, so a layout
+(padded, packed, prefix-shared) only changes how rows are built, never the loss or the loop.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field, replace
+
+import torch
+
+from .tokenize import TokenizedPair
+
+
+@dataclass
+class PreferenceBatch:
+    """Model inputs plus the response-token index of B pairs (2B sequence slots)."""
+
+    input_ids: torch.Tensor          # (R, L)
+    attention_mask: torch.Tensor     # (R, L) padding mask, or (R, 1, L, L) boolean mask for custom layouts
+    position_ids: torch.Tensor       # (R, L)
+    rows: torch.Tensor               # (T,)
+    cols: torch.Tensor               # (T,)
+    labels: torch.Tensor             # (T,)
+    seq: torch.Tensor                # (T,) in [0, 2B)
+    num_pairs: int
+    weights: torch.Tensor            # (B,)
+    indices: torch.Tensor            # (B,) position of each pair in the data set
+    layout: str = "padded"
+    extras: dict[str, torch.Tensor] = field(default_factory=dict)  # e.g. precomputed reference log-probs
+
+    @property
+    def lengths(self) -> torch.Tensor:
+        """(2B,) response token counts: chosen slots first, then rejected."""
+        return torch.bincount(self.seq, minlength=2 * self.num_pairs)
+
+    @property
+    def num_tokens(self) -> int:
+        """Tokens the model computes (non-padding positions)."""
+        if self.attention_mask.dim() == 2:
+            return int(self.attention_mask.sum())
+        return int(self.extras["valid"].sum())
+
+    def to(self, device: torch.device | str) -> "PreferenceBatch":
+        move = lambda t: t.to(device, non_blocking=True)  # noqa: E731
+        return replace(self, input_ids=move(self.input_ids), attention_mask=move(self.attention_mask), position_ids=move(self.position_ids),
+                       rows=move(self.rows), cols=move(self.cols), labels=move(self.labels), seq=move(self.seq),
+                       weights=move(self.weights), indices=move(self.indices), extras={k: move(v) for k, v in self.extras.items()})
+
+
+def collate_padded(pairs: Sequence[TokenizedPair], indices: Sequence[int], pad_id: int, pad_to_multiple_of: int | None = None) -> PreferenceBatch:
+    """Stack each pair's [prompt|chosen] rows, then its [prompt|rejected] rows, right-padded to the longest."""
+    b = len(pairs)
+    seqs = [p.prompt + p.chosen for p in pairs] + [p.prompt + p.rejected for p in pairs]
+    resp_start = [len(p.prompt) for p in pairs] * 2
+    length = max(len(s) for s in seqs)
+    if pad_to_multiple_of:
+        length = -(-length // pad_to_multiple_of) * pad_to_multiple_of
+    ids = torch.full((2 * b, length), pad_id, dtype=torch.long)
+    mask = torch.zeros((2 * b, length), dtype=torch.long)
+    rows, cols, labels, seq = [], [], [], []
+    for r, (s, start) in enumerate(zip(seqs, resp_start)):
+        ids[r, : len(s)] = torch.tensor(s, dtype=torch.long)
+        mask[r, : len(s)] = 1
+        n = len(s) - start
+        rows.extend([r] * n)
+        cols.extend(range(start - 1, len(s) - 1))
+        labels.extend(s[start:])
+        seq.extend([r] * n)
+    if any(c < 0 for c in cols):
+        raise ValueError("a response starts at position 0: every sequence needs at least one prompt token (BOS or text) before its response")
+    position_ids = (mask.cumsum(1) - 1).clamp(min=0)
+    return PreferenceBatch(ids, mask, position_ids, torch.tensor(rows), torch.tensor(cols), torch.tensor(labels), torch.tensor(seq), b,
+                           torch.tensor([p.weight for p in pairs], dtype=torch.float32), torch.tensor(list(indices), dtype=torch.long))
+
+
+class LengthGroupedBatches:
+    """Batches of indices whose pairs have similar lengths, in a shuffled order that is fixed by (seed, epoch).
+
+    Indices are shuffled, cut into mega-batches of `group` batches, sorted by length inside each, cut into
+    batches, and the batches shuffled: padding falls while the order stays random across the data set.
+    """
+
+    def __init__(self, lengths: Sequence[int], batch_size: int, seed: int, shuffle: bool = True, group: int = 50, drop_last: bool = False):
+        self.lengths, self.batch_size, self.seed, self.shuffle, self.group, self.drop_last = list(lengths), batch_size, seed, shuffle, group, drop_last
+
+    def batches(self, epoch: int) -> list[list[int]]:
+        idx = list(range(len(self.lengths)))
+        rng = random.Random(self.seed * 1_000_003 + epoch)
+        if self.shuffle:
+            rng.shuffle(idx)
+            mega = self.batch_size * self.group
+            idx = [i for k in range(0, len(idx), mega) for i in sorted(idx[k:k + mega], key=lambda i: -self.lengths[i])]
+        out = [idx[k:k + self.batch_size] for k in range(0, len(idx), self.batch_size)]
+        if self.drop_last and out and len(out[-1]) < self.batch_size:
+            out.pop()
+        if self.shuffle:
+            rng.shuffle(out)
+        return out
+
+    def __len__(self) -> int:
+        n = len(self.lengths) // self.batch_size
+        return n if self.drop_last or len(self.lengths) % self.batch_size == 0 else n + 1
+
+    def __iter__(self) -> Iterator[list[int]]:
+        return iter(self.batches(0))
+
+
+def pair_length(p: TokenizedPair) -> int:
+    return len(p.prompt) + max(len(p.chosen), len(p.rejected))
