@@ -1,0 +1,129 @@
+"""Every loss against its paper's formula in float64, on random and extreme inputs."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from preftune.losses import LOSSES, REGISTRY, compute_loss, compute_weighted, kto_loss
+
+from . import reference_formulas as ref
+
+PAIRWISE = sorted(n for n in REGISTRY if n not in ("aot", "aot_pair"))
+SIGMOID_LOSSES = ["dpo", "cdpo", "robust", "dpop", "exo_pair", "discopop", "aot", "aot_pair"]
+
+
+def random_inputs(b: int, scale: float, seed: int, lengths: bool = True) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    lo = lambda: -torch.rand(b, generator=g, dtype=torch.float64) * scale - 0.01  # noqa: E731 (log-probs < 0)
+    return dict(policy_chosen_logps=lo(), policy_rejected_logps=lo(), reference_chosen_logps=lo(), reference_rejected_logps=lo(),
+                chosen_lengths=torch.randint(1, 60, (b,), generator=g).double(), rejected_lengths=torch.randint(1, 60, (b,), generator=g).double())
+
+
+def params_for(name: str) -> dict:
+    return dict(REGISTRY[name].params)
+
+
+def expected(name: str, x: dict[str, torch.Tensor], beta: float) -> list[float]:
+    cols = [x[k].tolist() for k in ("policy_chosen_logps", "policy_rejected_logps", "reference_chosen_logps",
+                                     "reference_rejected_logps", "chosen_lengths", "rejected_lengths")]
+    if name in ("aot", "aot_pair"):
+        return ref.sorted_pair_losses(name, *cols[:4], beta, params_for(name))
+    return [ref.pair_loss(name, *row, beta, params_for(name)) for row in zip(*cols)]
+
+
+@pytest.mark.parametrize("name", sorted(REGISTRY))
+@pytest.mark.parametrize("scale", [5.0, 200.0, 1000.0])
+def test_loss_matches_paper_formula_in_float64(name: str, scale: float) -> None:
+    beta = REGISTRY[name].default_beta
+    x = random_inputs(32, scale, seed=int(scale) + len(name))
+    out = compute_loss(name, beta=beta, **x)
+    want = expected(name, x, beta)
+    got = out.losses.tolist()
+    for g, w in zip(got, want):
+        if math.isinf(w):
+            pytest.skip("reference overflows in float64 at this scale")
+        assert math.isfinite(g), f"{name}: non-finite loss {g} at scale {scale}"
+        assert g == pytest.approx(w, rel=1e-6, abs=1e-9), name
+    rw = [ref.rewards(name, *row, beta) for row in zip(*(x[k].tolist() for k in x))]
+    assert out.chosen_rewards.tolist() == pytest.approx([r[0] for r in rw], rel=1e-6, abs=1e-9)
+    assert out.rejected_rewards.tolist() == pytest.approx([r[1] for r in rw], rel=1e-6, abs=1e-9)
+    assert not out.chosen_rewards.requires_grad
+
+
+@pytest.mark.parametrize("name", ["dpo", "cdpo", "robust", "hinge", "dpop", "bco_pair", "nca_pair", "discopop", "apo_zero", "exo_pair"])
+def test_extreme_log_ratios_of_plus_minus_1e3_stay_finite(name: str) -> None:
+    big = torch.tensor([1e3, -1e3, 1e3, -1e3], dtype=torch.float64)
+    zero = torch.zeros(4, dtype=torch.float64)
+    out = compute_loss(name, policy_chosen_logps=big, policy_rejected_logps=-big, reference_chosen_logps=zero,
+                       reference_rejected_logps=zero, chosen_lengths=torch.ones(4), rejected_lengths=torch.ones(4))
+    assert torch.isfinite(out.losses).all(), out.losses
+
+
+@pytest.mark.parametrize("normalize", ["tokens", "sum"])
+def test_ipo_offers_token_average_and_paper_sum(normalize: str) -> None:
+    x = random_inputs(16, 30.0, seed=3)
+    out = compute_loss("ipo", beta=0.1, normalize=normalize, **x)
+    p = {"normalize": normalize}
+    cols = [x[k].tolist() for k in x]
+    want = [ref.pair_loss("ipo", *row, 0.1, p) for row in zip(*cols)]
+    assert out.losses.tolist() == pytest.approx(want, rel=1e-6)
+
+
+def test_length_normalization_divides_every_logp_by_its_length() -> None:
+    x = random_inputs(8, 50.0, seed=4)
+    normed = compute_loss("dpo", length_normalize=True, **x)
+    manual = {k: v for k, v in x.items()}
+    for side, lengths in (("chosen", "chosen_lengths"), ("rejected", "rejected_lengths")):
+        manual[f"policy_{side}_logps"] = x[f"policy_{side}_logps"] / x[lengths]
+        manual[f"reference_{side}_logps"] = x[f"reference_{side}_logps"] / x[lengths]
+    plain = compute_loss("dpo", **manual)
+    torch.testing.assert_close(normed.losses, plain.losses)
+
+
+def test_reference_free_uses_a_uniform_reference() -> None:
+    x = random_inputs(8, 20.0, seed=5)
+    out = compute_loss("dpo", reference_free=True, **x)
+    want = [-ref.log_sigmoid(0.1 * (a - b)) for a, b in zip(x["policy_chosen_logps"].tolist(), x["policy_rejected_logps"].tolist())]
+    assert out.losses.tolist() == pytest.approx(want, rel=1e-9)
+
+
+def test_weighted_sum_of_losses_adds_components() -> None:
+    x = random_inputs(8, 20.0, seed=6)
+    both = compute_weighted([("dpo", 1.0, {}), ("sft", 0.2, {})], **x)
+    dpo, sft = compute_loss("dpo", **x), compute_loss("sft", **x)
+    torch.testing.assert_close(both.losses, dpo.losses + 0.2 * sft.losses)
+    torch.testing.assert_close(both.chosen_rewards, dpo.chosen_rewards)
+
+
+def test_kto_matches_paper_formula() -> None:
+    g = torch.Generator().manual_seed(7)
+    pl, rl, pkl, rkl = (-torch.rand(12, generator=g, dtype=torch.float64) * 40 for _ in range(4))
+    labels = torch.tensor([True, False] * 6)
+    out = kto_loss(pl, rl, labels, pkl, rkl, beta=0.1, desirable_weight=1.0, undesirable_weight=1.33)
+    want = ref.kto(pl.tolist(), rl.tolist(), labels.tolist(), pkl.tolist(), rkl.tolist(), 0.1, 1.0, 1.33)
+    assert out.losses.tolist() == pytest.approx(want, rel=1e-6)
+
+
+def test_registry_lists_every_variant_with_description_and_paper() -> None:
+    wanted = {"dpo", "cdpo", "robust", "ipo", "hinge", "dpop", "simpo", "orpo", "rpo", "kto", "bco_pair", "exo_pair",
+              "nca_pair", "sppo_hard", "apo_zero", "apo_down", "aot", "aot_pair", "discopop"}
+    assert wanted <= set(LOSSES)
+    for name, text in LOSSES.items():
+        assert "[" in text and "]" in text and len(text) > 30, name
+
+
+def test_unknown_name_and_unknown_parameter_are_rejected_with_valid_names() -> None:
+    x = random_inputs(2, 1.0, seed=0)
+    with pytest.raises(KeyError, match="valid names: .*dpo"):
+        compute_loss("dpp", **x)
+    with pytest.raises(ValueError, match="takes \\['lambda_'\\]"):
+        compute_loss("dpop", lamda=3, **x)
+
+
+def test_reference_loss_without_reference_is_an_error() -> None:
+    x = random_inputs(2, 1.0, seed=0)
+    with pytest.raises(ValueError, match="needs reference"):
+        compute_loss("dpo", policy_chosen_logps=x["policy_chosen_logps"], policy_rejected_logps=x["policy_rejected_logps"])
