@@ -24,6 +24,9 @@ CACHE_VERSION = "1"
 
 
 def default_cache_dir() -> Path:
+    """PREFTUNE_DATA_CACHE, else PREFTUNE_CACHE/tokenized, else ~/.cache/preftune/tokenized."""
+    if os.environ.get("PREFTUNE_DATA_CACHE"):
+        return Path(os.environ["PREFTUNE_DATA_CACHE"]) / "tokenized"
     return Path(os.environ.get("PREFTUNE_CACHE", Path.home() / ".cache" / "preftune")) / "tokenized"
 
 

@@ -1,0 +1,91 @@
+"""`preftune data inspect`: what a data set holds, what is wrong with it, and how its lengths are distributed."""
+
+from __future__ import annotations
+
+import statistics
+from typing import Any
+
+from ..config import DataConfig
+from .cache import tokenize_examples
+from .pipeline import LoadedData, load_examples
+from .prepare import load_settings, tokenize_settings
+from .records import PreferencePair, as_text
+
+
+def distribution(values: list[int]) -> dict[str, float]:
+    if not values:
+        return {}
+    s = sorted(values)
+    q = lambda f: s[min(len(s) - 1, int(f * len(s)))]  # noqa: E731
+    return {"min": s[0], "p50": q(0.5), "p90": q(0.9), "p99": q(0.99), "max": s[-1], "mean": round(statistics.fmean(s), 2)}
+
+
+def length_bias(chosen: list[int], rejected: list[int]) -> dict[str, float]:
+    """How often and by how much the chosen response is longer: DPO's length-bias risk."""
+    diffs = [c - r for c, r in zip(chosen, rejected)]
+    if not diffs:
+        return {}
+    return {"chosen_longer": round(sum(d > 0 for d in diffs) / len(diffs), 4), "rejected_longer": round(sum(d < 0 for d in diffs) / len(diffs), 4),
+            "same_length": round(sum(d == 0 for d in diffs) / len(diffs), 4), "mean_difference": round(statistics.fmean(diffs), 2),
+            "median_difference": statistics.median(diffs)}
+
+
+def inspect_data(sources: list[str], cfg: DataConfig, tokenizer: Any | None = None) -> dict[str, Any]:
+    """The inspection report as one dict (JSON-ready); token statistics need a tokenizer, else characters are used."""
+    loaded: LoadedData = load_examples(sources, load_settings(cfg))
+    pairs = [e for e in loaded.examples if isinstance(e, PreferencePair)]
+    report: dict[str, Any] = {"sources": sources, "format": loaded.format, "records_read": loaded.n_read, "examples": len(loaded.examples),
+                              "errors_by_kind": loaded.errors, "removed_by_filter": loaded.removed,
+                              "first_errors": [str(p) for p in loaded.problems[:5]]}
+    if tokenizer is None:
+        unit = "characters"
+        p = [len(as_text(e.prompt)) for e in pairs]
+        c = [len(as_text(e.chosen)) for e in pairs]
+        r = [len(as_text(e.rejected)) for e in pairs]
+        report["truncation"] = {}
+    else:
+        unit = "tokens"
+        settings = tokenize_settings(cfg)
+        from dataclasses import replace
+        untruncated = replace(settings, max_length=None, max_prompt_length=None)
+        tokenized, _, _ = tokenize_examples(pairs, tokenizer, untruncated, cfg.num_proc)
+        p = [len(t.prompt) for t in tokenized]
+        c = [len(t.chosen) for t in tokenized]
+        r = [len(t.rejected) for t in tokenized]
+        ml, mp = settings.max_length, settings.max_prompt_length
+        prompt_cut = sum(1 for x in p if mp is not None and x > mp)
+        kept_prompt = [min(x, mp) if mp is not None else x for x in p]
+        resp_cut = sum(1 for x, a, b in zip(kept_prompt, c, r) if ml is not None and x + max(a, b) > ml)
+        dropped = sum(1 for x in kept_prompt if ml is not None and x >= ml)
+        report["truncation"] = {"max_length": ml, "max_prompt_length": mp, "prompts_truncated": prompt_cut,
+                                "responses_truncated": resp_cut, "pairs_dropped": dropped}
+    report["length_unit"] = unit
+    report["lengths"] = {"prompt": distribution(p), "chosen": distribution(c), "rejected": distribution(r)}
+    report["length_bias"] = length_bias(c, r)
+    return report
+
+
+def render_report(report: dict[str, Any]) -> str:
+    """The report as text for a person."""
+    lines = [f"sources: {', '.join(report['sources'])}", f"format: {report['format']}",
+             f"records read: {report['records_read']}   examples kept: {report['examples']}"]
+    if report["errors_by_kind"]:
+        lines.append("errors by kind: " + ", ".join(f"{k}: {v}" for k, v in report["errors_by_kind"].items()))
+        lines += [f"  {e}" for e in report["first_errors"]]
+    if report["removed_by_filter"]:
+        lines.append("removed by filters: " + ", ".join(f"{k}: {v}" for k, v in report["removed_by_filter"].items()))
+    lines.append(f"lengths ({report['length_unit']}):")
+    for name, d in report["lengths"].items():
+        if d:
+            lines.append(f"  {name:9s} " + "  ".join(f"{k} {v}" for k, v in d.items()))
+    t = report.get("truncation") or {}
+    if t:
+        lines.append(f"truncation at max_length={t['max_length']}, max_prompt_length={t['max_prompt_length']}: "
+                     f"{t['prompts_truncated']} prompt(s) and {t['responses_truncated']} pair(s) of responses truncated, {t['pairs_dropped']} pair(s) dropped")
+    b = report["length_bias"]
+    if b:
+        lines.append(f"length bias: chosen longer in {b['chosen_longer']:.1%} of pairs, rejected longer in {b['rejected_longer']:.1%}; "
+                     f"mean chosen − rejected = {b['mean_difference']} {report['length_unit']}")
+        if b["chosen_longer"] > 0.6:
+            lines.append("  warning: chosen is usually the longer answer; DPO may learn 'longer wins'. Consider loss.length_normalize or simpo.")
+    return "\n".join(lines)

@@ -1,0 +1,78 @@
+"""From the `data` config section and a tokenizer to tokenized train and held-out splits."""
+
+from __future__ import annotations
+
+import logging
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..config import DataConfig
+from ..errors import DataError
+from .cache import tokenize_examples
+from .filters import Example, FilterSettings
+from .pipeline import LoadedData, LoadSettings, load_examples
+from .tokenize import TokenizedPair, TokenizeSettings
+
+logger = logging.getLogger("preftune.data")
+
+
+@dataclass
+class TokenizedSplit:
+    """Tokenized pairs with the examples they came from (`examples[i]` is the source of `pairs[i]`)."""
+
+    pairs: list[TokenizedPair]
+    examples: list[Example]
+    counts: dict[str, int]
+
+
+def load_settings(cfg: DataConfig) -> LoadSettings:
+    f = cfg.filters
+    return LoadSettings(split=cfg.split, recipe=cfg.recipe, columns=cfg.columns, format=cfg.format, turn_boundary=cfg.turn_boundary,
+                        on_error=cfg.on_error, builtin_size=cfg.builtin_size, builtin_seed=cfg.builtin_seed,
+                        filters=FilterSettings(f.drop_near_identical, f.drop_duplicates, f.min_confidence, f.max_prompt_chars, f.max_response_chars))
+
+
+def tokenize_settings(cfg: DataConfig) -> TokenizeSettings:
+    return TokenizeSettings(cfg.chat_template, cfg.max_length, cfg.max_prompt_length)
+
+
+def split_examples(loaded: LoadedData, eval_fraction: float, seed: int) -> tuple[list[Example], list[Example]]:
+    """A held-out share of the examples, drawn with `seed` (at least one example each side when both are wanted)."""
+    examples = list(loaded.examples)
+    if eval_fraction <= 0:
+        return examples, []
+    order = list(range(len(examples)))
+    random.Random(seed).shuffle(order)
+    n_eval = max(1, round(len(examples) * eval_fraction))
+    if n_eval >= len(examples):
+        raise DataError(f"only {len(examples)} example(s): too few to hold out {eval_fraction:.0%} for evaluation. Fix: add data, set data.eval, or data.eval_fraction: 0.")
+    held = set(order[:n_eval])
+    return [e for i, e in enumerate(examples) if i not in held], [e for i, e in enumerate(examples) if i in held]
+
+
+def tokenize_split(examples: list[Example], tokenizer: Any, cfg: DataConfig) -> TokenizedSplit:
+    cache = Path(cfg.cache_dir) if cfg.cache_dir else None
+    pairs, index, counts = tokenize_examples(examples, tokenizer, tokenize_settings(cfg), cfg.num_proc, cache)
+    for reason, n in counts.items():
+        logger.info("data: %d pair(s): %s", n, reason)
+    if not pairs:
+        raise DataError("no pairs left after tokenization and truncation. Fix: raise data.max_length / data.max_prompt_length.")
+    return TokenizedSplit(pairs, [examples[i] for i in index], counts)
+
+
+def prepare_data(cfg: DataConfig, tokenizer: Any, seed: int) -> tuple[TokenizedSplit, TokenizedSplit | None, LoadedData]:
+    """Load, hold out (when no eval data is named) and tokenize; returns (train, eval or None, train load report)."""
+    settings = load_settings(cfg)
+    loaded = load_examples(cfg.train, settings)
+    if cfg.eval is not None:
+        train_ex = loaded.examples
+        eval_ex = load_examples(cfg.eval, settings).examples
+    else:
+        train_ex, eval_ex = split_examples(loaded, cfg.eval_fraction, seed)
+        if eval_ex:
+            logger.info("data: held out %d of %d example(s) for evaluation (data.eval_fraction=%s)", len(eval_ex), len(loaded.examples), cfg.eval_fraction)
+    train = tokenize_split(train_ex, tokenizer, cfg)
+    held = tokenize_split(eval_ex, tokenizer, cfg) if eval_ex else None
+    return train, held, loaded

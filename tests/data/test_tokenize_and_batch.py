@@ -1,0 +1,117 @@
+"""Tokenization boundaries on the real SmolLM2 tokenizer, BOS/EOS, truncation, the cache, the collator and sampler."""
+
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from preftune.data.batch import LengthGroupedBatches, collate_padded, pair_length
+from preftune.data.cache import tokenize_examples
+from preftune.data.pipeline import LoadSettings, load_examples
+from preftune.data.records import PreferencePair
+from preftune.data.tokenize import PairTokenizer, TokenizeSettings
+
+from ..conftest import shared_file
+
+
+def test_response_mask_covers_exactly_the_response_tokens_on_hh_pairs(smol_tokenizer) -> None:
+    loaded = load_examples(str(shared_file("hh-rlhf-harmless", "test.jsonl")), LoadSettings(on_error="skip"))
+    tok = PairTokenizer(smol_tokenizer, TokenizeSettings(max_length=None, max_prompt_length=None))
+    eos = smol_tokenizer.eos_token_id
+    for ex in loaded.examples:
+        t = tok(ex)
+        for resp, text in ((t.chosen, ex.chosen), (t.rejected, ex.rejected)):
+            assert resp[-1] == eos and resp.count(eos) == 1
+            assert t.prompt + resp[:-1] == smol_tokenizer(ex.prompt + text, add_special_tokens=False).input_ids
+        assert smol_tokenizer.decode(t.prompt) == ex.prompt
+
+
+def test_boundary_is_found_on_ids_when_characters_merge_across_it(smol_tokenizer) -> None:
+    # "Assistant:" + "!!" — the prompt's last characters can merge with the response's first ones
+    ex = PreferencePair("Say it loud", "!!! yes", "?? no")
+    t = PairTokenizer(smol_tokenizer, TokenizeSettings())(ex)
+    full_c = smol_tokenizer("Say it loud!!! yes", add_special_tokens=False).input_ids
+    assert t.prompt + t.chosen[:-1] == full_c
+    assert t.prompt == full_c[: len(t.prompt)]
+
+
+def test_chat_template_for_conversational_data_has_one_bos_and_eos_closes_each_response(smol_tokenizer) -> None:
+    ex = PreferencePair([{"role": "user", "content": "What is 3 + 4?"}], [{"role": "assistant", "content": "7"}], [{"role": "assistant", "content": "8"}])
+    t = PairTokenizer(smol_tokenizer, TokenizeSettings())(ex)
+    bos, eos = smol_tokenizer.bos_token_id, smol_tokenizer.eos_token_id
+    assert t.prompt[0] == bos and smol_tokenizer.decode(t.prompt).endswith("<|im_start|>assistant\n")
+    assert smol_tokenizer.decode(t.chosen) == "7<|im_end|>" and smol_tokenizer.decode(t.rejected) == "8<|im_end|>"
+
+
+@pytest.mark.parametrize("mode,templated", [("always", True), ("never", False), ("auto", False)])
+def test_chat_template_modes_for_standard_prompts(smol_tokenizer, mode: str, templated: bool) -> None:
+    t = PairTokenizer(smol_tokenizer, TokenizeSettings(chat_template=mode))(PreferencePair("What is 3 + 4?", "7", "8"))
+    assert ("<|im_start|>user" in smol_tokenizer.decode(t.prompt)) == templated
+
+
+def test_truncation_keeps_prompt_end_and_response_start_and_counts(smol_tokenizer) -> None:
+    prompt = " ".join(f"w{i}" for i in range(200))
+    tok = PairTokenizer(smol_tokenizer, TokenizeSettings(chat_template="never", max_length=60, max_prompt_length=40))
+    t = tok(PreferencePair(prompt, " alpha beta gamma " * 20, " delta"))
+    assert len(t.prompt) == 40 and smol_tokenizer.decode(t.prompt).endswith("w199")
+    assert len(t.prompt) + len(t.chosen) <= 60 and smol_tokenizer.decode(t.chosen).startswith(" alpha beta")
+    assert tok.counts == {"prompt truncated": 1, "response truncated": 1}
+    tight = PairTokenizer(smol_tokenizer, TokenizeSettings(chat_template="never", max_length=10, max_prompt_length=None))
+    assert tight(PreferencePair(prompt, " a", " b")) is None and tight.counts == {"dropped: prompt fills max_length": 1}
+
+
+def test_tokenized_cache_is_reused_and_keyed_by_settings(smol_tokenizer, tmp_path: Path, caplog) -> None:
+    exs = load_examples("builtin:arithmetic", LoadSettings(builtin_size=300)).examples
+    first = tokenize_examples(exs, smol_tokenizer, TokenizeSettings(), num_proc=2, cache_dir=tmp_path)
+    assert len(list(tmp_path.glob("*.npz"))) == 1
+    with caplog.at_level(logging.INFO, logger="preftune.data"):
+        again = tokenize_examples(exs, smol_tokenizer, TokenizeSettings(), num_proc=1, cache_dir=tmp_path)
+    assert "loaded from cache" in caplog.text and again == first
+    tokenize_examples(exs, smol_tokenizer, TokenizeSettings(max_length=64), cache_dir=tmp_path)
+    tokenize_examples(exs[:-1], smol_tokenizer, TokenizeSettings(), cache_dir=tmp_path)
+    assert len(list(tmp_path.glob("*.npz"))) == 3
+
+
+def test_padded_collator_labels_are_the_next_tokens_of_the_response(smol_tokenizer) -> None:
+    exs = load_examples("builtin:arithmetic", LoadSettings(builtin_size=4)).examples
+    tok = PairTokenizer(smol_tokenizer, TokenizeSettings())
+    pairs = [tok(e) for e in exs]
+    b = collate_padded(pairs, range(4), pad_id=smol_tokenizer.pad_token_id)
+    assert b.input_ids.shape[0] == 8 and b.num_pairs == 4
+    assert torch.equal(b.input_ids[b.rows, b.cols + 1], b.labels)
+    assert b.lengths.tolist() == [len(p.chosen) for p in pairs] + [len(p.rejected) for p in pairs]
+    assert b.attention_mask[b.rows, b.cols + 1].all()
+
+
+def test_length_grouped_batches_cut_padding_and_cover_every_index() -> None:
+    lengths = [(i * 37) % 200 + 5 for i in range(400)]
+    sampler = LengthGroupedBatches(lengths, batch_size=8, seed=0)
+    batches = sampler.batches(epoch=0)
+    assert sorted(i for b in batches for i in b) == list(range(400))
+    padded = lambda bs: sum(max(lengths[i] for i in b) * len(b) for b in bs)  # noqa: E731
+    random_batches = [list(range(k, k + 8)) for k in range(0, 400, 8)]
+    assert padded(batches) < 0.7 * padded(random_batches)
+    assert sampler.batches(0) == batches and sampler.batches(1) != batches
+
+
+def test_inspect_cli_json_on_hh(tmp_path: Path) -> None:
+    path = shared_file("hh-rlhf-harmless", "test.jsonl")
+    out = subprocess.run([sys.executable, "-m", "preftune", "data", "inspect", str(path), "--json", "data.on_error=skip"],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout)
+    assert report["format"] == "implicit_prompt" and report["records_read"] == 200
+    assert 0 < report["length_bias"]["chosen_longer"] < 1 and report["lengths"]["prompt"]["max"] > 0
+
+
+def test_inspect_cli_reports_a_bad_file_without_traceback(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"prompt": 1}\n')
+    out = subprocess.run([sys.executable, "-m", "preftune", "data", "inspect", str(bad)], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2 and "Traceback" not in out.stderr and "bad.jsonl" in out.stderr
