@@ -1,0 +1,76 @@
+"""Per-sequence log-probabilities of the response tokens of a batch, without materializing full-vocabulary logits.
+
+The decoder runs once over the batch's rows; only the hidden states at response positions go through
+the LM head, in chunks of `chunk` tokens. With gradients on, each chunk is recomputed in the backward
+pass (activation checkpointing), so memory for logits scales with the chunk, not with batch × length.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch.utils.checkpoint import checkpoint
+
+from ..data.batch import PreferenceBatch
+
+
+@dataclass
+class SequenceLogps:
+    """(2B,) summed response log-probs (chosen slots first), and (2B,) mean logit over response tokens (detached)."""
+
+    logps: torch.Tensor
+    mean_logits: torch.Tensor
+
+    def chosen(self, b: int) -> torch.Tensor:
+        return self.logps[:b]
+
+    def rejected(self, b: int) -> torch.Tensor:
+        return self.logps[b:]
+
+
+def decoder_and_head(model: torch.nn.Module) -> tuple[torch.nn.Module, torch.nn.Module]:
+    """The transformer body and LM head of a causal LM (also through a peft wrapper)."""
+    base = model
+    if hasattr(base, "get_base_model"):
+        base = base.get_base_model()
+    decoder = base.get_decoder() if hasattr(base, "get_decoder") else None
+    head = base.get_output_embeddings()
+    if decoder is None or head is None:
+        raise TypeError(f"{type(base).__name__}: cannot find the decoder and LM head (needs get_decoder / get_output_embeddings)")
+    return decoder, head
+
+
+def _chunk_logps(hidden: torch.Tensor, labels: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    logits = torch.nn.functional.linear(hidden, weight, bias).float()
+    logp = logits.log_softmax(-1).gather(-1, labels.unsqueeze(-1)).squeeze(-1)
+    return logp, logits.mean(-1)
+
+
+def token_logps(hidden: torch.Tensor, labels: torch.Tensor, head: torch.nn.Module, chunk: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """log p(label) and the mean logit at each of T positions, running the head over `chunk` positions at a time."""
+    weight, bias = head.weight, getattr(head, "bias", None)
+    parts_lp, parts_ml = [], []
+    recompute = torch.is_grad_enabled() and hidden.shape[0] > chunk
+    for start in range(0, hidden.shape[0], chunk):
+        h, y = hidden[start:start + chunk], labels[start:start + chunk]
+        if recompute:
+            lp, ml = checkpoint(_chunk_logps, h, y, weight, bias, use_reentrant=False)
+        else:
+            lp, ml = _chunk_logps(h, y, weight, bias)
+        parts_lp.append(lp)
+        parts_ml.append(ml.detach())
+    return torch.cat(parts_lp), torch.cat(parts_ml)
+
+
+def sequence_logps(model: torch.nn.Module, batch: PreferenceBatch, chunk: int = 1024) -> SequenceLogps:
+    """Summed log πθ(response | prompt) for each of the batch's 2B sequence slots."""
+    decoder, head = decoder_and_head(model)
+    out = decoder(input_ids=batch.input_ids, attention_mask=batch.attention_mask, position_ids=batch.position_ids, use_cache=False)
+    hidden = out.last_hidden_state[batch.rows, batch.cols]
+    lp, ml = token_logps(hidden, batch.labels, head, chunk)
+    slots = 2 * batch.num_pairs
+    sums = torch.zeros(slots, dtype=lp.dtype, device=lp.device).index_add(0, batch.seq, lp)
+    counts = torch.bincount(batch.seq, minlength=slots).clamp(min=1).to(ml.dtype)
+    mean_logits = torch.zeros(slots, dtype=ml.dtype, device=ml.device).index_add(0, batch.seq, ml) / counts
+    return SequenceLogps(sums, mean_logits)

@@ -1,0 +1,1 @@
+"""Training: the loop on accelerate, reference strategies, metrics, checkpoints, tracking."""

@@ -1,0 +1,138 @@
+"""One optimizer step and one evaluation pass: the body of training, independent of set-up."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from ..config import LossConfig
+from ..data.batch import LengthGroupedBatches, PreferenceBatch, collate_padded
+from ..data.prepare import TokenizedSplit
+from ..errors import PreftuneError
+from ..losses import LossOutput, compute_weighted
+from ..models.logprobs import sequence_logps
+from .checkpoint import TrainState
+from .metrics import MetricAccumulator, pair_metrics
+from .reference import Reference
+
+
+class NonFiniteLoss(PreftuneError):
+    """The loss or gradients became NaN/inf; names the step and the pairs of the batch."""
+
+
+@dataclass
+class BatchSource:
+    """Deterministic batches of one split for one process: the order depends on (seed, epoch) only, so a resumed run
+    sees the same batches as an uninterrupted one."""
+
+    split: TokenizedSplit
+    batch_size: int
+    seed: int
+    shuffle: bool
+    pad_id: int
+    rank: int = 0
+    world: int = 1
+    device: torch.device | str = "cpu"
+
+    def __post_init__(self) -> None:
+        from ..data.batch import pair_length
+
+        self.grouping = LengthGroupedBatches([pair_length(p) for p in self.split.pairs], self.batch_size * self.world, self.seed,
+                                             shuffle=self.shuffle, drop_last=self.world > 1)
+
+    def num_batches(self) -> int:
+        return len(self.grouping)
+
+    def batch(self, indices: list[int]) -> PreferenceBatch:
+        mine = indices[self.rank * self.batch_size:(self.rank + 1) * self.batch_size] if self.world > 1 else indices
+        return collate_padded([self.split.pairs[i] for i in mine], mine, self.pad_id).to(self.device)
+
+    def epoch(self, epoch: int, start: int = 0) -> Iterator[PreferenceBatch]:
+        for indices in self.grouping.batches(epoch)[start:]:
+            yield self.batch(indices)
+
+
+def loss_on_batch(model: torch.nn.Module, batch: PreferenceBatch, reference: Reference, loss_cfg: LossConfig, chunk: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The weighted mean loss of a batch (with gradients) and its per-pair metric values."""
+    policy = sequence_logps(model, batch, chunk)
+    b = batch.num_pairs
+    ref = reference.logps(batch)
+    lengths = batch.lengths
+    components = [(c.name, c.weight, c.params) for c in loss_cfg.components] if loss_cfg.components else [(loss_cfg.name, 1.0, loss_cfg.params)]
+    out: LossOutput = compute_weighted(components, beta=loss_cfg.beta, length_normalize=loss_cfg.length_normalize, reference_free=loss_cfg.reference_free,
+                                       policy_chosen_logps=policy.chosen(b), policy_rejected_logps=policy.rejected(b),
+                                       reference_chosen_logps=None if ref is None else ref[0], reference_rejected_logps=None if ref is None else ref[1],
+                                       chosen_lengths=lengths[:b], rejected_lengths=lengths[b:])
+    w = batch.weights.to(out.losses.dtype)
+    loss = (out.losses * w).sum() / w.sum().clamp(min=1e-12)
+    values = pair_metrics(out, policy, b)
+    if ref is not None:
+        values["ref_logps/chosen"], values["ref_logps/rejected"] = ref[0].detach().float(), ref[1].detach().float()
+    return loss, values
+
+
+def optimizer_step(model: torch.nn.Module, batches: Iterator[PreferenceBatch], grad_accum: int, reference: Reference, loss_cfg: LossConfig,
+                   chunk: int, accelerator: Any, optimizer: torch.optim.Optimizer, scheduler: Any, max_grad_norm: float | None,
+                   state: TrainState, advance: Callable[[], None]) -> dict[str, float]:
+    """Run `grad_accum` micro-batches, clip, step; returns the step's metrics (means over all pairs and processes)."""
+    acc = MetricAccumulator()
+    tokens = 0
+    for micro in range(grad_accum):
+        batch = next(batches)
+        sync = micro == grad_accum - 1
+        ctx = accelerator.no_sync(model) if (not sync and accelerator.num_processes > 1) else _null()
+        with ctx:
+            loss, values = loss_on_batch(model, batch, reference, loss_cfg, chunk)
+            if not torch.isfinite(loss):
+                raise NonFiniteLoss(f"step {state.step + 1}: the loss is {loss.item()} on the batch of pairs {batch.indices.tolist()} "
+                                    "(data-set positions). Training stopped; the last checkpoint is kept. Try a lower learning rate or check those pairs.")
+            accelerator.backward(loss / grad_accum)
+        acc.add(values)
+        tokens += batch.num_tokens
+        advance()
+    grad_norm = _clip(model, accelerator, max_grad_norm)
+    if not math.isfinite(grad_norm):
+        optimizer.zero_grad(set_to_none=True)
+        raise NonFiniteLoss(f"step {state.step + 1}: the gradient norm is {grad_norm}. Training stopped; the last checkpoint is kept.")
+    lr = optimizer.param_groups[0]["lr"]
+    optimizer.step()
+    scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+    metrics = acc.reduce(accelerator.gather if accelerator.num_processes > 1 else None)
+    metrics.update({"grad_norm": grad_norm, "learning_rate": lr, "num_tokens": float(tokens), "num_pairs": float(acc.count)})
+    return metrics
+
+
+@torch.no_grad()
+def evaluate(model: torch.nn.Module, source: BatchSource, reference: Reference, loss_cfg: LossConfig, chunk: int, accelerator: Any,
+             keep: tuple[str, ...] = ()) -> tuple[dict[str, float], MetricAccumulator]:
+    """Means of every metric over the held-out split, prefixed `eval/`; the accumulator keeps per-pair values of `keep`."""
+    was_training = model.training
+    model.eval()
+    acc = MetricAccumulator()
+    for batch in source.epoch(0):
+        _, values = loss_on_batch(model, batch, reference, loss_cfg, chunk)
+        acc.add(values, keep)
+    if was_training:
+        model.train()
+    means = acc.reduce(accelerator.gather if accelerator.num_processes > 1 else None)
+    return {f"eval/{k}": v for k, v in means.items()}, acc
+
+
+def _clip(model: torch.nn.Module, accelerator: Any, max_norm: float | None) -> float:
+    params = [p for p in model.parameters() if p.requires_grad and p.grad is not None]
+    if max_norm is not None:
+        return float(accelerator.clip_grad_norm_(params, max_norm))
+    return float(torch.linalg.vector_norm(torch.stack([p.grad.detach().float().norm() for p in params]))) if params else 0.0
+
+
+class _null:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None

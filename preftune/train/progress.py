@@ -1,0 +1,37 @@
+"""The progress bar: loss, reward accuracy, margin, pairs/s and time left (a plain line per log step off a terminal)."""
+
+from __future__ import annotations
+
+import sys
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+
+class TrainProgress:
+    def __init__(self, total: int, start: int, enabled: bool):
+        self.console = Console(stderr=True)
+        self.live = enabled and self.console.is_terminal
+        self.enabled = enabled
+        self.total = total
+        self.bar = Progress(TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[stats]}"),
+                            TimeRemainingColumn(), console=self.console, disable=not self.live)
+        self.task = self.bar.add_task("train", total=total, completed=start, stats="")
+
+    def __enter__(self) -> "TrainProgress":
+        self.bar.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.bar.__exit__(*exc)
+
+    def update(self, step: int, m: dict[str, float]) -> None:
+        stats = (f"loss {m.get('loss', float('nan')):.4f}  acc {m.get('rewards/accuracies', float('nan')):.2f}  "
+                 f"margin {m.get('rewards/margins', float('nan')):+.3f}  {m.get('pairs_per_second', 0):.1f} pairs/s")
+        self.bar.update(self.task, completed=step, stats=stats)
+        if self.enabled and not self.live:
+            print(f"step {step}/{self.total}  {stats}", file=sys.stderr, flush=True)
+
+    def message(self, text: str) -> None:
+        if self.enabled:
+            self.console.print(text)

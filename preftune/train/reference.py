@@ -1,0 +1,132 @@
+"""The four reference-model strategies, chosen once at set-up: separate, adapter_disabled, precomputed, none."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import tempfile
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Protocol
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from ..data.batch import PreferenceBatch
+from ..data.tokenize import TokenizedPair
+from ..models.logprobs import sequence_logps
+
+logger = logging.getLogger("preftune.train")
+
+
+class Reference(Protocol):
+    """Gives (log πref(chosen), log πref(rejected)), each (B,), for a batch; None when the loss needs no reference."""
+
+    name: str
+
+    def logps(self, batch: PreferenceBatch) -> tuple[torch.Tensor, torch.Tensor] | None: ...
+
+
+class SeparateReference:
+    """A frozen copy of the model (by default the policy's starting checkpoint)."""
+
+    name = "separate"
+
+    def __init__(self, model: torch.nn.Module, chunk: int):
+        self.model, self.chunk = model, chunk
+
+    @torch.no_grad()
+    def logps(self, batch: PreferenceBatch) -> tuple[torch.Tensor, torch.Tensor]:
+        s = sequence_logps(self.model, batch, self.chunk)
+        return s.chosen(batch.num_pairs), s.rejected(batch.num_pairs)
+
+
+class AdapterDisabledReference:
+    """The LoRA policy with its adapter switched off: the base weights, with no second copy in memory."""
+
+    name = "adapter_disabled"
+
+    def __init__(self, policy: torch.nn.Module, chunk: int, unwrap: Callable[[torch.nn.Module], torch.nn.Module] = lambda m: m):
+        self.policy, self.chunk, self.unwrap = policy, chunk, unwrap
+
+    @torch.no_grad()
+    def logps(self, batch: PreferenceBatch) -> tuple[torch.Tensor, torch.Tensor]:
+        model = self.unwrap(self.policy)
+        with model.disable_adapter():
+            s = sequence_logps(model, batch, self.chunk)
+        return s.chosen(batch.num_pairs), s.rejected(batch.num_pairs)
+
+
+class NoReference:
+    """Reference-free losses (SimPO, ORPO, or loss.reference_free): nothing to compute."""
+
+    name = "none"
+
+    def logps(self, batch: PreferenceBatch) -> None:
+        return None
+
+
+class PrecomputedReference:
+    """Reference log-probs looked up by pair index from a table computed once (see `precompute`)."""
+
+    name = "precomputed"
+
+    def __init__(self, chosen: torch.Tensor, rejected: torch.Tensor):
+        self.chosen, self.rejected = chosen, rejected
+
+    def logps(self, batch: PreferenceBatch) -> tuple[torch.Tensor, torch.Tensor]:
+        idx = batch.indices.to(self.chosen.device)
+        dev = batch.input_ids.device
+        return self.chosen[idx].to(dev), self.rejected[idx].to(dev)
+
+
+def model_fingerprint(model: torch.nn.Module) -> str:
+    """A hash of every parameter's bytes (and the adapter state), so a cache never serves another model's numbers."""
+    h = hashlib.sha256()
+    for name, p in sorted(model.state_dict().items()):
+        if "lora_" in name:  # adapter weights do not change the base model a disabled-adapter reference uses
+            continue
+        h.update(name.encode())
+        h.update(p.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes() if p.dtype != torch.bool else p.cpu().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def pairs_fingerprint(pairs: Iterable[TokenizedPair]) -> str:
+    h = hashlib.sha256()
+    for p in pairs:
+        h.update(repr((p.prompt, p.chosen, p.rejected)).encode())
+    return h.hexdigest()[:16]
+
+
+def default_reference_cache() -> Path:
+    return Path(os.environ.get("PREFTUNE_DATA_CACHE") or os.environ.get("PREFTUNE_CACHE") or Path.home() / ".cache" / "preftune") / "reference"
+
+
+def precompute(reference: Reference, batches: Iterable[PreferenceBatch], n_pairs: int, key: str, cache_dir: Path | None,
+               progress: Callable[[int], None] | None = None) -> tuple[PrecomputedReference, Path]:
+    """Compute (or reload) the reference log-probs of every pair; the table is saved under `key`."""
+    folder = cache_dir or default_reference_cache()
+    path = folder / f"{key}.safetensors"
+    if path.exists():
+        t = load_file(str(path))
+        logger.info("reference: log-probs loaded from cache %s", path)
+        return PrecomputedReference(t["chosen"], t["rejected"]), path
+    chosen = torch.full((n_pairs,), float("nan"), dtype=torch.float32)
+    rejected = torch.full((n_pairs,), float("nan"), dtype=torch.float32)
+    for batch in batches:
+        out = reference.logps(batch)
+        assert out is not None
+        idx = batch.indices.cpu()
+        chosen[idx], rejected[idx] = out[0].float().cpu(), out[1].float().cpu()
+        if progress:
+            progress(batch.num_pairs)
+    if torch.isnan(chosen).any() or torch.isnan(rejected).any():
+        raise RuntimeError("reference precompute left pairs without log-probs (batches did not cover the data)")
+    folder.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
+    os.close(fd)
+    save_file({"chosen": chosen, "rejected": rejected}, tmp)
+    os.replace(tmp, path)
+    logger.info("reference: log-probs of %d pairs cached at %s", n_pairs, path)
+    return PrecomputedReference(chosen, rejected), path

@@ -1,0 +1,334 @@
+"""`preftune train`: set up (data, models, reference, optimizer), train, save. Reads top to bottom."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import random
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..config import RunConfig
+from ..data.prepare import TokenizedSplit, prepare_data
+from ..errors import ConfigError, PreftuneError
+from ..models.loading import load_model, load_tokenizer
+from .checkpoint import TrainState, latest_valid_checkpoint, load_checkpoint, save_checkpoint
+from .loop import BatchSource, NonFiniteLoss, evaluate, optimizer_step
+from .outputs import load_trainable, model_card, save_final, save_trainable, write_config
+from .progress import TrainProgress
+from .reference import (AdapterDisabledReference, NoReference, PrecomputedReference, Reference, SeparateReference,
+                        model_fingerprint, pairs_fingerprint, precompute)
+from .tracking import MetricsFile, flat_config, tracker_setup
+
+logger = logging.getLogger("preftune.train")
+
+SUMMARY_KEYS = ("eval/rewards/accuracies", "eval/rewards/margins", "eval/rewards/chosen", "eval/rewards/rejected", "eval/logps/chosen", "eval/logps/rejected", "eval/loss")
+
+
+@dataclass
+class TrainResult:
+    """What `train` returns: where things are, and the held-out numbers before and after."""
+
+    output_dir: Path
+    steps: int
+    before: dict[str, float] = field(default_factory=dict)
+    after: dict[str, float] = field(default_factory=dict)
+    last: dict[str, float] = field(default_factory=dict)
+    stopped_early: bool = False
+    seconds: float = 0.0
+
+
+def seed_everything(seed: int, deterministic: bool) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    if deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+
+
+def make_accelerator(cfg: RunConfig) -> Any:
+    from accelerate import Accelerator
+
+    return Accelerator(mixed_precision=cfg.train.mixed_precision, **tracker_setup(cfg.report_to, Path(cfg.output_dir)))
+
+
+def resolve_strategy(cfg: RunConfig) -> str:
+    strategy = cfg.reference.strategy
+    if strategy == "auto":
+        if not cfg.loss.uses_reference():
+            return "none"
+        return "adapter_disabled" if cfg.model.lora.enabled else "separate"
+    if strategy != "none" and not cfg.loss.uses_reference():
+        logger.info("reference: loss %s needs no reference; strategy %s is ignored", cfg.loss.name, strategy)
+        return "none"
+    return strategy
+
+
+def build_reference(cfg: RunConfig, policy: torch.nn.Module, accelerator: Any, strategy: str) -> Reference:
+    """The live reference for `strategy` (precomputed builds on this: see `precomputed_tables`)."""
+    chunk = cfg.train.logits_chunk
+    if strategy == "none":
+        return NoReference()
+    if strategy == "adapter_disabled" or (strategy == "precomputed" and cfg.model.lora.enabled and cfg.reference.name_or_path is None):
+        return AdapterDisabledReference(policy, chunk, accelerator.unwrap_model)
+    ref_path = cfg.reference.name_or_path
+    if ref_path is not None and ref_path != cfg.model.name_or_path:
+        logger.warning("reference: %s differs from the policy's start %s; DPO's derivation assumes the reference is the SFT checkpoint the policy starts from",
+                       ref_path, cfg.model.name_or_path)
+    model = load_model(cfg.model, ref_path or cfg.model.name_or_path, trainable=False).to(accelerator.device)
+    return SeparateReference(model, chunk)
+
+
+def precomputed_tables(cfg: RunConfig, live: Reference, splits: dict[str, BatchSource], accelerator: Any) -> dict[str, PrecomputedReference]:
+    """One pass of the live reference over each split, cached by (model, data, tokenization); later runs reuse it."""
+    ref_model = live.model if isinstance(live, SeparateReference) else accelerator.unwrap_model(live.policy)
+    base = model_fingerprint(ref_model)
+    tables = {}
+    cache = Path(cfg.reference.cache_dir) if cfg.reference.cache_dir else None
+    for name, source in splits.items():
+        key = f"{base}-{pairs_fingerprint(source.split.pairs)}-{cfg.model.dtype}"
+        plain = BatchSource(source.split, source.batch_size, 0, False, source.pad_id, device=accelerator.device)
+        with accelerator.main_process_first():
+            table, _ = precompute(live, plain.epoch(0), len(source.split.pairs), key, cache)
+        tables[name] = table
+    return tables
+
+
+def make_optimizer(model: torch.nn.Module, cfg: RunConfig, total_steps: int) -> tuple[torch.optim.Optimizer, Any]:
+    from transformers import get_scheduler
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise ConfigError("no trainable parameters. Fix: enable model.lora or train the full model.")
+    optimizer = torch.optim.AdamW(params, lr=cfg.train.learning_rate, weight_decay=cfg.train.weight_decay)
+    name = {"cosine": "cosine", "linear": "linear", "constant": "constant_with_warmup"}[cfg.train.scheduler]
+    scheduler = get_scheduler(name, optimizer, num_warmup_steps=int(cfg.train.warmup_ratio * total_steps), num_training_steps=total_steps)
+    return optimizer, scheduler
+
+
+def preflight(output_dir: Path, need_bytes: int) -> None:
+    """Fail before loading anything when the output folder cannot be written or has no room."""
+    try:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        probe = output_dir / ".preftune-write-test"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as e:
+        raise PreftuneError(f"output_dir {output_dir}: not writable ({e.strerror}). Fix: choose a folder you can write to.") from None
+    free = shutil.disk_usage(output_dir).free
+    if free < need_bytes:
+        raise PreftuneError(f"output_dir {output_dir}: {free / 2**20:.0f} MiB free, a checkpoint needs about {need_bytes / 2**20:.0f} MiB. Fix: free space or choose another folder.")
+
+
+def train(cfg: RunConfig, show_progress: bool = True) -> TrainResult:
+    """Train as configured; returns held-out metrics before and after, and writes everything under cfg.output_dir."""
+    t0 = time.time()
+    out_dir = Path(cfg.output_dir)
+    preflight(out_dir, 64 * 2**20)
+    accelerator = make_accelerator(cfg)
+    seed_everything(cfg.train.seed, cfg.train.deterministic)
+
+    # --- data
+    tokenizer = load_tokenizer(cfg.model.name_or_path, cfg.model.trust_remote_code)
+    train_split, eval_split, loaded = prepare_data(cfg.data, tokenizer, cfg.train.seed)
+    pad = tokenizer.pad_token_id
+    world, rank, device = accelerator.num_processes, accelerator.process_index, accelerator.device
+    train_src = BatchSource(train_split, cfg.train.batch_size, cfg.train.seed, cfg.train.shuffle, pad, rank, world, device)
+    eval_src = BatchSource(eval_split, cfg.train.batch_size, 0, False, pad, rank, world, device) if eval_split else None
+    batches_per_epoch = train_src.num_batches()
+    steps_per_epoch = max(1, batches_per_epoch // cfg.train.grad_accum)
+    total_steps = cfg.train.max_steps or max(1, math.ceil(cfg.train.epochs * steps_per_epoch))
+
+    # --- models and reference
+    policy = load_model(cfg.model).to(device)
+    if cfg.train.gradient_checkpointing:
+        policy.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    strategy = resolve_strategy(cfg)
+    live = build_reference(cfg, policy, accelerator, strategy)
+    ref_train: Reference = live
+    ref_eval: Reference = live
+    if strategy == "precomputed":
+        tables = precomputed_tables(cfg, live, {"train": train_src, **({"eval": eval_src} if eval_src else {})}, accelerator)
+        ref_train, ref_eval = tables["train"], tables.get("eval", live)
+        if isinstance(live, SeparateReference):
+            del live.model  # the frozen copy is no longer needed
+            ref_eval = tables.get("eval", NoReference())
+    logger.info("reference strategy: %s", strategy)
+
+    optimizer, scheduler = make_optimizer(policy, cfg, total_steps)
+    policy, optimizer = accelerator.prepare(policy, optimizer)
+    policy.train()
+
+    # --- resume
+    state = TrainState()
+    resume_dir = _resume_dir(cfg, out_dir)
+    if resume_dir is not None:
+        load_trainable(accelerator.unwrap_model(policy), resume_dir / "model")
+        state = load_checkpoint(resume_dir, optimizer, scheduler)
+        logger.info("resumed from %s at step %d", resume_dir, state.step)
+    main = accelerator.is_main_process
+    metrics_file = MetricsFile(out_dir / "metrics.jsonl", state.step if resume_dir else None) if main else None
+    if cfg.report_to:
+        accelerator.init_trackers("preftune", config=flat_config(cfg.model_dump(mode="json")))
+    if main:
+        write_config(cfg, out_dir / "config.yaml")
+
+    def log(record: dict[str, float], step: int) -> None:
+        if metrics_file is not None:
+            metrics_file.write({"step": step, **record})
+        if cfg.report_to:
+            accelerator.log(record, step=step)
+
+    before: dict[str, float] = {}
+    if eval_src is not None and resume_dir is None:
+        before, _ = evaluate(policy, eval_src, ref_eval, cfg.loss, cfg.train.logits_chunk, accelerator)
+        log(before, 0)
+
+    # --- train
+    def batches():
+        while True:
+            for b in train_src.epoch(state.epoch, state.batch_in_epoch):
+                yield b
+            state.epoch += 1
+            state.batch_in_epoch = 0
+
+    def advance() -> None:
+        state.batch_in_epoch += 1
+        if state.batch_in_epoch >= batches_per_epoch:
+            pass  # the generator moves to the next epoch
+
+    stream = batches()
+    last: dict[str, float] = {}
+    after: dict[str, float] = {}
+    stopped_early = False
+    tick = time.time()
+    with TrainProgress(total_steps, state.step, show_progress and main) as bar:
+        while state.step < total_steps:
+            try:
+                metrics = optimizer_step(policy, stream, cfg.train.grad_accum, ref_train, cfg.loss, cfg.train.logits_chunk, accelerator,
+                                         optimizer, scheduler, cfg.train.max_grad_norm, state, advance)
+            except NonFiniteLoss:
+                accelerator.end_training()
+                raise
+            state.step += 1
+            state.pairs_seen += int(metrics["num_pairs"])
+            now = time.time()
+            metrics["pairs_per_second"] = metrics["num_pairs"] / max(now - tick, 1e-9)
+            metrics["tokens_per_second"] = metrics["num_tokens"] / max(now - tick, 1e-9)
+            metrics["epoch"] = state.epoch + state.batch_in_epoch / batches_per_epoch
+            last = metrics
+            if state.step % cfg.train.log_every == 0 or state.step == total_steps:
+                log(metrics, state.step)
+            bar.update(state.step, metrics)
+            if eval_src is not None and cfg.train.eval_every and state.step % cfg.train.eval_every == 0 and state.step < total_steps:
+                after, _ = evaluate(policy, eval_src, ref_eval, cfg.loss, cfg.train.logits_chunk, accelerator)
+                log(after, state.step)
+                if _should_stop(state, after, cfg):
+                    bar.message(f"early stopping at step {state.step}: eval/rewards/margins has not risen for {state.evals_without_improvement} evaluation(s)")
+                    stopped_early = True
+            if cfg.train.save_every and (state.step % cfg.train.save_every == 0 or stopped_early):
+                accelerator.wait_for_everyone()
+                if main:
+                    save_checkpoint(out_dir, state, accelerator.unwrap_model(policy), optimizer, scheduler, cfg.train.save_total_limit, save_trainable)
+            tick = time.time()
+            if stopped_early:
+                break
+
+    if eval_src is not None:
+        after, _ = evaluate(policy, eval_src, ref_eval, cfg.loss, cfg.train.logits_chunk, accelerator)
+        log(after, state.step)
+
+    # --- save
+    accelerator.wait_for_everyone()
+    result = TrainResult(out_dir, state.step, before, after, last, stopped_early, time.time() - t0)
+    if main:
+        model = accelerator.unwrap_model(policy)
+        save_final(model, tokenizer, cfg, out_dir / "model", cfg.train.merge_adapter)
+        summary = {"train_pairs": len(train_split.pairs), "eval_pairs": len(eval_split.pairs) if eval_split else 0,
+                   "format": loaded.format, "errors": loaded.errors, "removed": loaded.removed, "truncation": train_split.counts}
+        (out_dir / "README.md").write_text(model_card(cfg, summary, {k: v for k, v in before.items() if k in SUMMARY_KEYS},
+                                                      {k: v for k, v in after.items() if k in SUMMARY_KEYS}, last))
+        (out_dir / "summary.json").write_text(json.dumps({"steps": state.step, "seconds": result.seconds, "before": before, "after": after,
+                                                          "last_train": last, "stopped_early": stopped_early, "reference": strategy, **summary}, indent=1))
+        _print_summary(result)
+    if cfg.report_to:
+        accelerator.end_training()
+    return result
+
+
+def _should_stop(state: TrainState, ev: dict[str, float], cfg: RunConfig) -> bool:
+    margin = ev.get("eval/rewards/margins")
+    if cfg.train.early_stopping_patience is None or margin is None:
+        return False
+    if state.best_eval_margin is None or margin > state.best_eval_margin + cfg.train.early_stopping_min_delta:
+        state.best_eval_margin = margin
+        state.evals_without_improvement = 0
+        return False
+    state.evals_without_improvement += 1
+    return state.evals_without_improvement >= cfg.train.early_stopping_patience
+
+
+def _resume_dir(cfg: RunConfig, out_dir: Path) -> Path | None:
+    if cfg.resume_from is None:
+        return None
+    if cfg.resume_from == "auto":
+        found = latest_valid_checkpoint(out_dir)
+        if found is None:
+            logger.info("resume_from auto: no checkpoint in %s; starting fresh", out_dir)
+        return found
+    path = Path(cfg.resume_from)
+    if not path.is_dir():
+        raise ConfigError(f"resume_from = {cfg.resume_from!r}: not a checkpoint folder. Fix: give a checkpoint-N folder or 'auto'.")
+    from .checkpoint import verify
+
+    problem = verify(path)
+    if problem:
+        raise PreftuneError(f"resume_from {path}: {problem}. Fix: use another checkpoint or resume_from: auto (which skips damaged ones).")
+    return path
+
+
+def _print_summary(result: TrainResult) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(stderr=True)
+    if result.before or result.after:
+        table = Table(title=f"held-out metrics after {result.steps} steps ({result.seconds:.0f} s)")
+        table.add_column("metric")
+        table.add_column("before", justify="right")
+        table.add_column("after", justify="right")
+        for k in SUMMARY_KEYS:
+            if k in result.before or k in result.after:
+                b, a = result.before.get(k), result.after.get(k)
+                table.add_row(k, "" if b is None else f"{b:.4f}", "" if a is None else f"{a:.4f}")
+        console.print(table)
+    console.print(f"model saved to {result.output_dir / 'model'}")
+
+
+def precompute_reference(cfg: RunConfig) -> Path:
+    """`preftune precompute-ref`: build the reference log-prob cache of the config's data and exit."""
+    accelerator = make_accelerator(cfg)
+    seed_everything(cfg.train.seed, cfg.train.deterministic)
+    tokenizer = load_tokenizer(cfg.model.name_or_path, cfg.model.trust_remote_code)
+    train_split, eval_split, _ = prepare_data(cfg.data, tokenizer, cfg.train.seed)
+    pad = tokenizer.pad_token_id
+    if not cfg.loss.uses_reference():
+        raise ConfigError(f"loss {cfg.loss.name} is reference-free: there is nothing to precompute.")
+    policy = load_model(cfg.model).to(accelerator.device) if cfg.model.lora.enabled else None
+    live = build_reference(cfg, policy, accelerator, "precomputed")
+    splits = {"train": BatchSource(train_split, cfg.train.batch_size, 0, False, pad, device=accelerator.device)}
+    if eval_split:
+        splits["eval"] = BatchSource(eval_split, cfg.train.batch_size, 0, False, pad, device=accelerator.device)
+    precomputed_tables(cfg, live, splits, accelerator)
+    from .reference import default_reference_cache
+
+    return Path(cfg.reference.cache_dir) if cfg.reference.cache_dir else default_reference_cache()

@@ -1,0 +1,50 @@
+"""Metrics out: OUTPUT/metrics.jsonl always, plus TensorBoard / MLflow / W&B through accelerate's trackers."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+
+def tracker_setup(report_to: list[str], output_dir: Path) -> dict[str, Any]:
+    """Keyword arguments for `Accelerator(...)`; MLflow defaults to a local file store inside the run folder."""
+    if not report_to:
+        return {}
+    if "mlflow" in report_to and not os.environ.get("MLFLOW_TRACKING_URI"):
+        os.environ["MLFLOW_TRACKING_URI"] = (output_dir / "mlruns").resolve().as_uri()
+    return {"log_with": list(report_to), "project_dir": str(output_dir / "trackers")}
+
+
+def flat_config(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested config as flat `a.b` keys with scalar values (what trackers accept)."""
+    out: dict[str, Any] = {}
+    for k, v in data.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(flat_config(v, key + "."))
+        elif isinstance(v, (int, float, str, bool)) or v is None:
+            out[key] = "" if v is None else v
+        else:
+            out[key] = json.dumps(v)
+    return out
+
+
+class MetricsFile:
+    """Appends one JSON object per logging step; on resume, lines past the resumed step are dropped first."""
+
+    def __init__(self, path: Path, resume_step: int | None):
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if resume_step is None:
+            path.write_text("")
+        elif path.exists():
+            kept = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line).get("step", 0) <= resume_step]
+            path.write_text("".join(line + "\n" for line in kept))
+
+    def write(self, record: dict[str, Any]) -> None:
+        with self.path.open("a") as f:
+            f.write(json.dumps(record) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
