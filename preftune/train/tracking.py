@@ -14,6 +14,7 @@ def tracker_setup(report_to: list[str], output_dir: Path) -> dict[str, Any]:
         return {}
     if "mlflow" in report_to and not os.environ.get("MLFLOW_TRACKING_URI"):
         os.environ["MLFLOW_TRACKING_URI"] = (output_dir / "mlruns").resolve().as_uri()
+        os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")  # MLflow 3 keeps the file store behind this switch
     return {"log_with": list(report_to), "project_dir": str(output_dir / "trackers")}
 
 

@@ -1,0 +1,99 @@
+"""Training on a tiny random Llama: learning, reference strategies, accumulation, resume, config errors, trackers."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from preftune.train.run import train
+
+from .helpers import metrics, tiny_config, train_metrics, weights
+
+
+def test_loss_falls_on_a_learnable_toy_preference(tmp_path: Path, tiny_model_dir: Path) -> None:
+    cfg = tiny_config(tmp_path, tiny_model_dir, "train.max_steps=25", "data.eval_fraction=0.2", "train.shuffle=true", "train.learning_rate=5e-3")
+    result = train(cfg, show_progress=False)
+    assert result.before["eval/loss"] == pytest.approx(0.6931, abs=1e-3)
+    assert result.after["eval/loss"] < 0.5 * result.before["eval/loss"]
+    assert result.after["eval/rewards/accuracies"] > 0.9
+    names = set(train_metrics(result.output_dir)[0])
+    assert {"loss", "rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies", "logps/chosen", "logps/rejected",
+            "logits/chosen", "logits/rejected", "grad_norm", "learning_rate"} <= names
+    assert (result.output_dir / "model" / "model.safetensors").exists() and (result.output_dir / "README.md").exists()
+
+
+def test_three_reference_strategies_give_the_same_losses_at_every_step(tmp_path: Path, tiny_model_dir: Path) -> None:
+    runs = {}
+    for strategy in ("separate", "adapter_disabled", "precomputed"):
+        cfg = tiny_config(tmp_path, tiny_model_dir, "model.lora.enabled=true", "model.lora.target_modules=all-linear",
+                          f"reference.strategy={strategy}", "train.max_steps=5", "train.learning_rate=2e-2", name=strategy)
+        train(cfg, show_progress=False)
+        runs[strategy] = train_metrics(tmp_path / strategy)
+    losses = {k: [m["loss"] for m in v] for k, v in runs.items()}
+    assert losses["separate"][-1] < losses["separate"][0]  # the adapter moved, so the reference matters
+    for other in ("adapter_disabled", "precomputed"):
+        assert losses[other] == pytest.approx(losses["separate"], abs=1e-5), other
+    assert list((tmp_path / "ref").glob("*.safetensors")), "precomputed table cached"
+
+
+def test_precomputed_reference_is_reused_by_a_later_run(tmp_path: Path, tiny_model_dir: Path, caplog) -> None:
+    import logging
+
+    cfg = tiny_config(tmp_path, tiny_model_dir, "reference.strategy=precomputed", "train.max_steps=1")
+    train(cfg, show_progress=False)
+    with caplog.at_level(logging.INFO, logger="preftune.train"):
+        train(cfg.model_copy(update={"output_dir": str(tmp_path / "again")}), show_progress=False)
+    assert "loaded from cache" in caplog.text
+
+
+def test_gradient_accumulation_4x1_equals_2x2(tmp_path: Path, tiny_model_dir: Path) -> None:
+    a = train(tiny_config(tmp_path, tiny_model_dir, "train.batch_size=4", "train.grad_accum=1", "train.max_steps=3", name="a"), show_progress=False)
+    b = train(tiny_config(tmp_path, tiny_model_dir, "train.batch_size=2", "train.grad_accum=2", "train.max_steps=3", name="b"), show_progress=False)
+    wa, wb = weights(a.output_dir), weights(b.output_dir)
+    for k in wa:
+        torch.testing.assert_close(wa[k], wb[k], atol=1e-5, rtol=1e-5)
+    assert [m["loss"] for m in train_metrics(a.output_dir)] == pytest.approx([m["loss"] for m in train_metrics(b.output_dir)], abs=1e-5)
+
+
+def test_stop_after_step_k_and_resume_reproduces_the_uninterrupted_weights(tmp_path: Path, tiny_model_dir: Path) -> None:
+    full = train(tiny_config(tmp_path, tiny_model_dir, "train.max_steps=6", "train.save_every=3", "train.shuffle=true", name="full"), show_progress=False)
+    part_dir = tmp_path / "part"
+    shutil.copytree(full.output_dir, part_dir)
+    shutil.rmtree(part_dir / "checkpoint-6")
+    shutil.rmtree(part_dir / "model")
+    resumed = train(tiny_config(tmp_path, tiny_model_dir, "train.max_steps=6", "train.save_every=3", "train.shuffle=true",
+                                "resume_from=auto", name="part"), show_progress=False)
+    wf, wr = weights(full.output_dir), weights(resumed.output_dir)
+    assert all(torch.equal(wf[k], wr[k]) for k in wf)
+    steps = [m["step"] for m in train_metrics(part_dir)]
+    assert steps == [1, 2, 3, 4, 5, 6]
+
+
+def test_bad_config_key_fails_with_a_readable_message(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("train:\n  max_stepz: 5\nloss:\n  name: dpp\n")
+    out = subprocess.run([sys.executable, "-m", "preftune", "train", str(cfg)], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert "train.max_stepz: unknown key; allowed keys:" in out.stderr and "max_steps" in out.stderr
+    assert "unknown loss 'dpp'; valid names:" in out.stderr
+
+
+def test_help_lists_every_key_with_its_default() -> None:
+    out = subprocess.run([sys.executable, "-m", "preftune", "train", "--help"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0
+    for key in ("model.name_or_path = 'smollm2-135m-instruct'", "loss.beta = None", "train.batch_size = 4", "reference.strategy = 'auto'", "report_to = []"):
+        assert key in out.stdout
+
+
+def test_tensorboard_and_mlflow_write_their_files(tmp_path: Path, tiny_model_dir: Path, monkeypatch) -> None:
+    pytest.importorskip("tensorboard")
+    pytest.importorskip("mlflow")
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    result = train(tiny_config(tmp_path, tiny_model_dir, "train.max_steps=2", "report_to=[tensorboard, mlflow]"), show_progress=False)
+    assert list(result.output_dir.rglob("events.out.tfevents.*")), "TensorBoard event file"
+    assert list((result.output_dir / "mlruns").rglob("rewards*margins*")) or list((result.output_dir / "mlruns").rglob("metrics")), "MLflow metrics"
