@@ -1,0 +1,55 @@
+"""Early stopping, continuing an existing adapter, the QLoRA guard, and `preftune precompute-ref`."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from preftune.errors import ModelError
+from preftune.models.loading import load_model
+from preftune.train.run import train
+
+from .helpers import metrics, tiny_config, weights
+
+
+def test_early_stopping_when_held_out_margins_stop_rising(tmp_path: Path, tiny_model_dir: Path) -> None:
+    # a zero learning rate keeps the held-out margin flat at 0: patience 2 stops after the third evaluation
+    cfg = tiny_config(tmp_path, tiny_model_dir, "train.max_steps=20", "train.eval_every=1", "data.eval_fraction=0.2",
+                      "train.learning_rate=1e-12", "train.early_stopping_patience=2", "train.early_stopping_min_delta=1e-6")
+    result = train(cfg, show_progress=False)
+    assert result.stopped_early and result.steps == 3
+
+
+def test_training_continues_an_existing_adapter(tmp_path: Path, tiny_model_dir: Path) -> None:
+    first = train(tiny_config(tmp_path, tiny_model_dir, "model.lora.enabled=true", "train.max_steps=2", "train.learning_rate=1e-2", name="first"), show_progress=False)
+    cfg = tiny_config(tmp_path, tiny_model_dir, "model.lora.enabled=true", f"model.lora.adapter_path={first.output_dir / 'model'}")
+    model = load_model(cfg.model)
+    loaded = {n: p.detach() for n, p in model.named_parameters() if "lora_B" in n and p.requires_grad}
+    b_saved = [v for k, v in weights(first.output_dir).items() if "lora_B" in k]
+    assert b_saved and all(v.abs().sum() > 0 for v in b_saved), "the first run trained lora_B away from its zero start"
+    assert len(loaded) == len(b_saved)
+    assert sorted(float(v.abs().sum()) for v in b_saved) == pytest.approx(sorted(float(p.abs().sum()) for p in loaded.values()))
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the guard is for machines without a GPU")
+def test_qlora_without_gpu_is_a_clear_error(tmp_path: Path, tiny_model_dir: Path) -> None:
+    cfg = tiny_config(tmp_path, tiny_model_dir, "model.quantize_4bit=true")
+    with pytest.raises(ModelError, match="needs a CUDA GPU"):
+        load_model(cfg.model)
+
+
+def test_precompute_ref_cli_writes_the_cache(tmp_path: Path, tiny_model_dir: Path) -> None:
+    cfg = tiny_config(tmp_path, tiny_model_dir)
+    path = tmp_path / "cfg.yaml"
+    from preftune.train.outputs import write_config
+
+    write_config(cfg, path)
+    out = subprocess.run([sys.executable, "-m", "preftune", "precompute-ref", str(path)], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert list((tmp_path / "ref").glob("*.safetensors"))
+    bad = subprocess.run([sys.executable, "-m", "preftune", "precompute-ref", str(path), "loss.name=simpo"], capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 2 and "reference-free" in bad.stderr
