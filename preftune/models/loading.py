@@ -51,11 +51,7 @@ def load_model(cfg: ModelConfig, name_or_path: str | None = None, trainable: boo
     from transformers import AutoModelForCausalLM
 
     path = resolve_model_path(name_or_path or cfg.name_or_path)
-    kwargs: dict[str, Any] = {"trust_remote_code": cfg.trust_remote_code}
-    if cfg.dtype != "auto":
-        kwargs["dtype"] = DTYPES[cfg.dtype]
-    else:
-        kwargs["dtype"] = "auto"
+    kwargs: dict[str, Any] = {"trust_remote_code": cfg.trust_remote_code, "dtype": DTYPES.get(cfg.dtype, "auto")}
     if cfg.quantize_4bit:
         kwargs["quantization_config"] = _four_bit_config()
     try:

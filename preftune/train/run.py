@@ -158,10 +158,10 @@ def train(cfg: RunConfig, show_progress: bool = True) -> TrainResult:
     ref_eval: Reference = live
     if strategy == "precomputed":
         tables = precomputed_tables(cfg, live, {"train": train_src, **({"eval": eval_src} if eval_src else {})}, accelerator)
-        ref_train, ref_eval = tables["train"], tables.get("eval", live)
+        ref_train = tables["train"]
+        ref_eval = tables.get("eval", ref_train)  # an eval table exists whenever there is eval data
         if isinstance(live, SeparateReference):
             del live.model  # the frozen copy is no longer needed
-            ref_eval = tables.get("eval", NoReference())
     logger.info("reference strategy: %s", strategy)
 
     optimizer, scheduler = make_optimizer(policy, cfg, total_steps)
@@ -202,9 +202,7 @@ def train(cfg: RunConfig, show_progress: bool = True) -> TrainResult:
             state.batch_in_epoch = 0
 
     def advance() -> None:
-        state.batch_in_epoch += 1
-        if state.batch_in_epoch >= batches_per_epoch:
-            pass  # the generator moves to the next epoch
+        state.batch_in_epoch += 1  # the generator above rolls over to the next epoch
 
     stream = batches()
     last: dict[str, float] = {}
