@@ -6,6 +6,7 @@ and validates; any problem raises `ConfigError` naming the key, the value and wh
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any, Literal
 
@@ -16,6 +17,7 @@ from .data.formats import DEFAULT_TURN_BOUNDARY, FORMATS
 from .data.mapping import ColumnMapping
 from .errors import ConfigError
 from .losses import REGISTRY, loss_params
+from .train.diagnostics import DiagnosticsConfig
 
 
 class Section(BaseModel):
@@ -152,6 +154,7 @@ class TrainConfig(Section):
 
 class RunConfig(Section):
     model: ModelConfig = Field(default_factory=ModelConfig)
+    diagnostics: DiagnosticsConfig = Field(default_factory=DiagnosticsConfig)
     reference: ReferenceConfig = Field(default_factory=ReferenceConfig)
     data: DataConfig = Field(default_factory=DataConfig)
     loss: LossConfig = Field(default_factory=LossConfig)
@@ -218,9 +221,14 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
         data = loaded
     data = apply_overrides(data, overrides or [])
     try:
-        return RunConfig.model_validate(data)
+        cfg = RunConfig.model_validate(data)
     except ValidationError as e:
         raise ConfigError(format_validation_error(e, where, data)) from None
+    from .train.diagnostics import config_warnings
+
+    for warning in config_warnings(cfg.loss.resolved_beta(), cfg.train.learning_rate):
+        logging.getLogger("preftune.diagnostics").warning("%s: %s", where, warning)
+    return cfg
 
 
 def format_validation_error(e: ValidationError, where: str, data: dict[str, Any]) -> str:

@@ -70,6 +70,7 @@ def loss_on_batch(model: torch.nn.Module, batch: PreferenceBatch, reference: Ref
     w = batch.weights.to(out.losses.dtype)
     loss = (out.losses * w).sum() / w.sum().clamp(min=1e-12)
     values = pair_metrics(out, policy, b)
+    values["lengths/chosen_minus_rejected"] = (lengths[:b] - lengths[b:]).float()
     if ref is not None:
         values["ref_logps/chosen"], values["ref_logps/rejected"] = ref[0].detach().float(), ref[1].detach().float()
     return loss, values

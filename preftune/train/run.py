@@ -20,6 +20,7 @@ from ..config import RunConfig
 from ..data.prepare import TokenizedSplit, prepare_data
 from ..errors import ConfigError, PreftuneError
 from ..models.loading import load_model, load_tokenizer
+from .diagnostics import Diagnostics
 from .checkpoint import TrainState, latest_valid_checkpoint, load_checkpoint, save_checkpoint
 from .loop import BatchSource, NonFiniteLoss, evaluate, optimizer_step
 from .outputs import load_trainable, model_card, save_final, save_trainable, write_config
@@ -44,6 +45,7 @@ class TrainResult:
     last: dict[str, float] = field(default_factory=dict)
     stopped_early: bool = False
     seconds: float = 0.0
+    findings: list[Any] = field(default_factory=list)
 
 
 def seed_everything(seed: int, deterministic: bool) -> None:
@@ -188,9 +190,18 @@ def train(cfg: RunConfig, show_progress: bool = True) -> TrainResult:
         if cfg.report_to:
             accelerator.log(record, step=step)
 
+    diagnostics = Diagnostics(cfg.diagnostics, cfg.loss.resolved_beta())
+    keep = ("rewards/margins", "lengths/chosen_minus_rejected")
+
+    def run_eval() -> dict[str, float]:
+        ev, acc = evaluate(policy, eval_src, ref_eval, cfg.loss, cfg.train.logits_chunk, accelerator, keep)
+        per_pair = {k: torch.cat(v).tolist() for k, v in acc.per_pair.items()}
+        ev |= diagnostics.observe_eval(state.step, ev, per_pair.get(keep[0], []), per_pair.get(keep[1], []))
+        return ev
+
     before: dict[str, float] = {}
     if eval_src is not None and resume_dir is None:
-        before, _ = evaluate(policy, eval_src, ref_eval, cfg.loss, cfg.train.logits_chunk, accelerator)
+        before = run_eval()
         log(before, 0)
 
     # --- train
@@ -223,12 +234,13 @@ def train(cfg: RunConfig, show_progress: bool = True) -> TrainResult:
             metrics["pairs_per_second"] = metrics["num_pairs"] / max(now - tick, 1e-9)
             metrics["tokens_per_second"] = metrics["num_tokens"] / max(now - tick, 1e-9)
             metrics["epoch"] = state.epoch + state.batch_in_epoch / batches_per_epoch
+            metrics |= diagnostics.observe_train(state.step, metrics)
             last = metrics
             if state.step % cfg.train.log_every == 0 or state.step == total_steps:
                 log(metrics, state.step)
             bar.update(state.step, metrics)
             if eval_src is not None and cfg.train.eval_every and state.step % cfg.train.eval_every == 0 and state.step < total_steps:
-                after, _ = evaluate(policy, eval_src, ref_eval, cfg.loss, cfg.train.logits_chunk, accelerator)
+                after = run_eval()
                 log(after, state.step)
                 if _should_stop(state, after, cfg):
                     bar.message(f"early stopping at step {state.step}: eval/rewards/margins has not risen for {state.evals_without_improvement} evaluation(s)")
@@ -242,12 +254,12 @@ def train(cfg: RunConfig, show_progress: bool = True) -> TrainResult:
                 break
 
     if eval_src is not None:
-        after, _ = evaluate(policy, eval_src, ref_eval, cfg.loss, cfg.train.logits_chunk, accelerator)
+        after = run_eval()
         log(after, state.step)
 
     # --- save
     accelerator.wait_for_everyone()
-    result = TrainResult(out_dir, state.step, before, after, last, stopped_early, time.time() - t0)
+    result = TrainResult(out_dir, state.step, before, after, last, stopped_early, time.time() - t0, diagnostics.findings)
     if main:
         model = accelerator.unwrap_model(policy)
         save_final(model, tokenizer, cfg, out_dir / "model", cfg.train.merge_adapter)
@@ -256,7 +268,8 @@ def train(cfg: RunConfig, show_progress: bool = True) -> TrainResult:
         (out_dir / "README.md").write_text(model_card(cfg, summary, {k: v for k, v in before.items() if k in SUMMARY_KEYS},
                                                       {k: v for k, v in after.items() if k in SUMMARY_KEYS}, last))
         (out_dir / "summary.json").write_text(json.dumps({"steps": state.step, "seconds": result.seconds, "before": before, "after": after,
-                                                          "last_train": last, "stopped_early": stopped_early, "reference": strategy, **summary}, indent=1))
+                                                          "last_train": last, "stopped_early": stopped_early, "reference": strategy,
+                                                          "diagnostics": [vars(f) for f in diagnostics.findings], **summary}, indent=1))
         _print_summary(result)
     if cfg.report_to:
         accelerator.end_training()

@@ -1,0 +1,150 @@
+"""Detectors of DPO's known failure modes, run on the metrics as training goes.
+
+Each detector is a pure function of the metric history; `Diagnostics` runs them, warns once per kind,
+and records where each fired (for the metrics file and the report).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from pydantic import BaseModel, ConfigDict, Field
+
+logger = logging.getLogger("preftune.diagnostics")
+
+
+class DiagnosticsConfig(BaseModel):
+    """Thresholds of the detectors (the `diagnostics` config section)."""
+
+    model_config = ConfigDict(extra="forbid")
+    enabled: bool = True
+    chosen_drop_nats: float = Field(5.0, gt=0, description="chosen log-ratio below −this while margins rise")
+    flat_margin_evals: int = Field(3, ge=2, description="held-out evaluations without the margin rising")
+    flat_margin_min_delta: float = Field(0.01, ge=0, description="rise of eval/rewards/margins that counts")
+    length_correlation: float = Field(0.5, gt=0, le=1, description="|corr(margin, length difference)| above this")
+    drift_logratio_nats: float = Field(50.0, gt=0, description="mean |log-ratio| above this")
+
+
+@dataclass(frozen=True)
+class Finding:
+    """A detector that fired: which, at what step, what it saw and what to try."""
+
+    kind: str
+    step: int
+    message: str
+    suggestion: str
+
+    def __str__(self) -> str:
+        return f"step {self.step}: {self.message} Try: {self.suggestion}"
+
+
+def chosen_likelihood_falling(history: Sequence[dict[str, float]], beta: float, threshold: float) -> str | None:
+    """The chosen response's log-ratio is below −threshold while the margin is above its first value."""
+    if len(history) < 2 or "rewards/chosen" not in history[-1]:
+        return None
+    chosen_ratio = history[-1]["rewards/chosen"] / beta
+    if chosen_ratio < -threshold and history[-1]["rewards/margins"] > history[0]["rewards/margins"]:
+        return (f"the chosen response's log-likelihood is {chosen_ratio:.1f} nats below the reference while the margin grows "
+                f"({history[0]['rewards/margins']:+.3f} → {history[-1]['rewards/margins']:+.3f}): DPO is winning pairs by pushing both responses down.")
+    return None
+
+
+def flat_margins(evals: Sequence[dict[str, float]], n: int, min_delta: float) -> str | None:
+    """Held-out margins have not risen by `min_delta` over the last `n` evaluations."""
+    margins = [e["eval/rewards/margins"] for e in evals if "eval/rewards/margins" in e]
+    if len(margins) < n:
+        return None
+    window = margins[-n:]
+    if max(window[1:]) - window[0] < min_delta:
+        return f"held-out rewards/margins has not risen over {n} evaluations ({', '.join(f'{m:+.3f}' for m in window)})."
+    return None
+
+
+def correlation(xs: Sequence[float], ys: Sequence[float]) -> float:
+    n = len(xs)
+    if n < 3:
+        return 0.0
+    mx, my = sum(xs) / n, sum(ys) / n
+    sxy = sum((x - mx) * (y - my) for x, y in zip(xs, ys))
+    sxx = sum((x - mx) ** 2 for x in xs)
+    syy = sum((y - my) ** 2 for y in ys)
+    return 0.0 if sxx == 0 or syy == 0 else sxy / math.sqrt(sxx * syy)
+
+
+def length_bias(margins: Sequence[float], length_diffs: Sequence[float], threshold: float) -> str | None:
+    """Per-pair reward margins follow the length difference (chosen − rejected tokens)."""
+    r = correlation(margins, length_diffs)
+    if abs(r) > threshold:
+        longer = sum(d > 0 for d in length_diffs) / len(length_diffs)
+        return (f"per-pair reward margins correlate with the length difference (r = {r:+.2f}; chosen is longer in {longer:.0%} of pairs): "
+                "the model may be learning length, not preference.")
+    return None
+
+
+def drift(history: Sequence[dict[str, float]], beta: float, threshold: float) -> str | None:
+    """Mean |log-ratio| of chosen or rejected beyond `threshold` nats: the policy has moved far from the reference."""
+    if not history or "rewards/chosen" not in history[-1]:
+        return None
+    worst = max(abs(history[-1]["rewards/chosen"]), abs(history[-1]["rewards/rejected"])) / beta
+    if worst > threshold:
+        return f"the policy has drifted {worst:.0f} nats (mean |log-ratio|) from the reference."
+    return None
+
+
+def config_warnings(beta: float, learning_rate: float) -> list[str]:
+    """Settings known to destabilize DPO, flagged when the config is loaded."""
+    if beta < 0.05 and learning_rate > 5e-5:
+        return [f"loss.beta = {beta} with train.learning_rate = {learning_rate}: a small β and a high learning rate let the policy "
+                "drift far from the reference and often diverge. Try β ≥ 0.1 or a learning rate ≤ 5e-6 (1e-4 with LoRA)."]
+    return []
+
+
+SUGGESTIONS = {
+    "chosen_likelihood_falling": "loss.name: dpop (DPO-Positive) or rpo (adds the chosen NLL).",
+    "flat_margins": "filter low-confidence pairs (data.filters.min_confidence), raise the learning rate, or lower β.",
+    "length_bias": "loss.length_normalize: true, or loss.name: simpo.",
+    "drift": "lower the learning rate or raise β.",
+}
+
+
+@dataclass
+class Diagnostics:
+    """Runs the detectors on train and eval metrics; warns once per kind and keeps every finding."""
+
+    config: DiagnosticsConfig
+    beta: float
+    train_history: list[dict[str, float]] = field(default_factory=list)
+    eval_history: list[dict[str, float]] = field(default_factory=list)
+    findings: list[Finding] = field(default_factory=list)
+    warned: set[str] = field(default_factory=set)
+
+    def _fire(self, kind: str, step: int, message: str | None) -> dict[str, float]:
+        if message is None:
+            return {}
+        finding = Finding(kind, step, message, SUGGESTIONS[kind])
+        self.findings.append(finding)
+        if kind not in self.warned:
+            self.warned.add(kind)
+            logger.warning("diagnostic %s: %s", kind, finding)
+        return {f"diagnostics/{kind}": 1.0}
+
+    def observe_train(self, step: int, metrics: dict[str, float]) -> dict[str, float]:
+        """Metrics `diagnostics/<kind>` = 1 for each detector that fires on this step."""
+        if not self.config.enabled:
+            return {}
+        self.train_history.append(metrics)
+        out = self._fire("chosen_likelihood_falling", step, chosen_likelihood_falling(self.train_history, self.beta, self.config.chosen_drop_nats))
+        out |= self._fire("drift", step, drift(self.train_history, self.beta, self.config.drift_logratio_nats))
+        return out
+
+    def observe_eval(self, step: int, metrics: dict[str, float], margins: Sequence[float] = (), length_diffs: Sequence[float] = ()) -> dict[str, float]:
+        if not self.config.enabled:
+            return {}
+        self.eval_history.append(metrics)
+        out = self._fire("flat_margins", step, flat_margins(self.eval_history, self.config.flat_margin_evals, self.config.flat_margin_min_delta))
+        if margins:
+            out |= self._fire("length_bias", step, length_bias(margins, length_diffs, self.config.length_correlation))
+        return out
