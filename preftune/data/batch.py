@@ -113,3 +113,74 @@ class LengthGroupedBatches:
 
 def pair_length(p: TokenizedPair) -> int:
     return len(p.prompt) + max(len(p.chosen), len(p.rejected))
+
+
+def collate_shared(pairs: Sequence[TokenizedPair], indices: Sequence[int], pad_id: int, row_tokens: int | None = None) -> PreferenceBatch:
+    """Each pair as one segment [prompt | chosen | rejected]: the prompt is computed once for both responses.
+
+    Rejected tokens do not see chosen tokens, and their position ids restart where the prompt ends, so each
+    response sees exactly [prompt | itself]. With `row_tokens`, segments are packed several to a row (first
+    fit, longest first) with block-diagonal masks, so no padding is computed inside a row; without it, one
+    pair per row (the prefix-shared layout).
+    """
+    b = len(pairs)
+    seg_len = [len(p.prompt) + len(p.chosen) + len(p.rejected) for p in pairs]
+    rows_of: list[list[int]] = []
+    if row_tokens is None:
+        rows_of = [[i] for i in range(b)]
+    else:
+        room: list[int] = []
+        for i in sorted(range(b), key=lambda i: -seg_len[i]):
+            slot = next((r for r, free in enumerate(room) if free >= seg_len[i]), None)
+            if slot is None:
+                rows_of.append([i])
+                room.append(max(row_tokens, seg_len[i]) - seg_len[i])
+            else:
+                rows_of[slot].append(i)
+                room[slot] -= seg_len[i]
+    length = max(sum(seg_len[i] for i in row) for row in rows_of)
+    n_rows = len(rows_of)
+    ids = torch.full((n_rows, length), pad_id, dtype=torch.long)
+    pos = torch.zeros((n_rows, length), dtype=torch.long)
+    mask = torch.zeros((n_rows, 1, length, length), dtype=torch.bool)
+    valid = torch.zeros((n_rows, length), dtype=torch.bool)
+    rows, cols, labels, seq = [], [], [], []
+    for r, members in enumerate(rows_of):
+        start = 0
+        for i in members:
+            p, c, j = pairs[i].prompt, pairs[i].chosen, pairs[i].rejected
+            lp, lc, lr = len(p), len(c), len(j)
+            if lp == 0:
+                raise ValueError("a pair has an empty prompt: every sequence needs at least one prompt token (BOS or text) before its response")
+            end = start + lp + lc + lr
+            ids[r, start:end] = torch.tensor(p + c + j, dtype=torch.long)
+            pos[r, start:end] = torch.cat([torch.arange(lp + lc), torch.arange(lp, lp + lr)])
+            block = torch.tril(torch.ones(end - start, end - start, dtype=torch.bool))
+            block[lp + lc:, lp:lp + lc] = False  # rejected does not see chosen
+            mask[r, 0, start:end, start:end] = block
+            valid[r, start:end] = True
+            p_last = start + lp - 1
+            rows += [r] * (lc + lr)
+            cols += [p_last, *range(start + lp, start + lp + lc - 1), p_last, *range(start + lp + lc, start + lp + lc + lr - 1)]
+            labels += c + j
+            seq += [i] * lc + [b + i] * lr
+            start = end
+        idx = torch.arange(start, length)
+        mask[r, 0, idx, idx] = True  # padding attends to itself only (no empty softmax rows)
+    return PreferenceBatch(ids, mask, pos, torch.tensor(rows), torch.tensor(cols), torch.tensor(labels), torch.tensor(seq), b,
+                           torch.tensor([p.weight for p in pairs], dtype=torch.float32), torch.tensor(list(indices), dtype=torch.long),
+                           layout="packed" if row_tokens is not None else "prefix_shared", extras={"valid": valid})
+
+
+LAYOUTS = ("padded", "prefix_shared", "packed")
+
+
+def collate(layout: str, pairs: Sequence[TokenizedPair], indices: Sequence[int], pad_id: int, row_tokens: int = 2048) -> PreferenceBatch:
+    """The batch of `pairs` in the named layout."""
+    if layout == "padded":
+        return collate_padded(pairs, indices, pad_id)
+    if layout == "prefix_shared":
+        return collate_shared(pairs, indices, pad_id)
+    if layout == "packed":
+        return collate_shared(pairs, indices, pad_id, row_tokens)
+    raise ValueError(f"unknown layout {layout!r}; valid: {LAYOUTS}")

@@ -10,7 +10,7 @@ from typing import Any
 import torch
 
 from ..config import LossConfig
-from ..data.batch import LengthGroupedBatches, PreferenceBatch, collate_padded
+from ..data.batch import LengthGroupedBatches, PreferenceBatch, collate
 from ..data.prepare import TokenizedSplit
 from ..errors import PreftuneError
 from ..losses import LossOutput, compute_weighted
@@ -37,6 +37,8 @@ class BatchSource:
     rank: int = 0
     world: int = 1
     device: torch.device | str = "cpu"
+    layout: str = "padded"
+    pack_tokens: int = 2048
 
     def __post_init__(self) -> None:
         from ..data.batch import pair_length
@@ -49,7 +51,7 @@ class BatchSource:
 
     def batch(self, indices: list[int]) -> PreferenceBatch:
         mine = indices[self.rank * self.batch_size:(self.rank + 1) * self.batch_size] if self.world > 1 else indices
-        return collate_padded([self.split.pairs[i] for i in mine], mine, self.pad_id).to(self.device)
+        return collate(self.layout, [self.split.pairs[i] for i in mine], mine, self.pad_id, self.pack_tokens).to(self.device)
 
     def epoch(self, epoch: int, start: int = 0) -> Iterator[PreferenceBatch]:
         for indices in self.grouping.batches(epoch)[start:]:

@@ -97,3 +97,13 @@ def test_tensorboard_and_mlflow_write_their_files(tmp_path: Path, tiny_model_dir
     result = train(tiny_config(tmp_path, tiny_model_dir, "train.max_steps=2", "report_to=[tensorboard, mlflow]"), show_progress=False)
     assert list(result.output_dir.rglob("events.out.tfevents.*")), "TensorBoard event file"
     assert list((result.output_dir / "mlruns").rglob("rewards*margins*")) or list((result.output_dir / "mlruns").rglob("metrics")), "MLflow metrics"
+
+
+@pytest.mark.parametrize("layout", ["prefix_shared", "packed"])
+def test_training_losses_are_the_same_in_every_layout(tmp_path: Path, tiny_model_dir: Path, layout: str) -> None:
+    padded = train(tiny_config(tmp_path, tiny_model_dir, "train.layout=padded", "train.max_steps=3", name="padded"), show_progress=False)
+    other = train(tiny_config(tmp_path, tiny_model_dir, f"train.layout={layout}", "train.max_steps=3", name=layout), show_progress=False)
+    a, b = train_metrics(padded.output_dir), train_metrics(other.output_dir)
+    for key in ("loss", "logps/chosen", "logps/rejected"):
+        assert [m[key] for m in b] == pytest.approx([m[key] for m in a], rel=1e-5, abs=1e-5), key
+    assert b[0]["num_tokens"] < a[0]["num_tokens"]
