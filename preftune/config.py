@@ -147,7 +147,7 @@ class TrainConfig(Section):
     early_stopping_patience: int | None = Field(None, ge=1, description="evaluations without eval/rewards/margins rising")
     early_stopping_min_delta: float = Field(0.0, ge=0)
     layout: Literal["auto", "padded", "prefix_shared", "packed"] = Field(
-        "auto", description="batch layout: padded, prefix_shared (prompt computed once), packed (several pairs a row); auto = padded")
+        "auto", description="batch layout: padded, prefix_shared (prompt computed once), packed (several pairs a row); auto = packed")
     pack_tokens: int = Field(2048, ge=16, description="tokens per row in the packed layout")
     logits_chunk: int = Field(1024, ge=1, description="response tokens per LM-head chunk")
     gradient_checkpointing: bool = False

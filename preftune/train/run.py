@@ -144,7 +144,7 @@ def train(cfg: RunConfig, show_progress: bool = True) -> TrainResult:
     train_split, eval_split, loaded = prepare_data(cfg.data, tokenizer, cfg.train.seed)
     pad = tokenizer.pad_token_id
     world, rank, device = accelerator.num_processes, accelerator.process_index, accelerator.device
-    layout = "padded" if cfg.train.layout == "auto" else cfg.train.layout
+    layout = "packed" if cfg.train.layout == "auto" else cfg.train.layout  # fastest on CPU: bench/layouts.py
     train_src = BatchSource(train_split, cfg.train.batch_size, cfg.train.seed, cfg.train.shuffle, pad, rank, world, device, layout, cfg.train.pack_tokens)
     eval_src = BatchSource(eval_split, cfg.train.batch_size, 0, False, pad, rank, world, device, layout, cfg.train.pack_tokens) if eval_split else None
     batches_per_epoch = train_src.num_batches()
