@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import statistics
+from dataclasses import replace
 from typing import Any
 
 from ..config import DataConfig
 from .cache import tokenize_examples
 from .pipeline import LoadedData, load_examples
 from .prepare import load_settings, tokenize_settings
+from .tokenize import PairTokenizer
 from .records import PreferencePair, as_text
 
 
@@ -46,19 +48,18 @@ def inspect_data(sources: list[str], cfg: DataConfig, tokenizer: Any | None = No
     else:
         unit = "tokens"
         settings = tokenize_settings(cfg)
-        from dataclasses import replace
         untruncated = replace(settings, max_length=None, max_prompt_length=None)
         tokenized, _, _ = tokenize_examples(pairs, tokenizer, untruncated, cfg.num_proc)
         p = [len(t.prompt) for t in tokenized]
         c = [len(t.chosen) for t in tokenized]
         r = [len(t.rejected) for t in tokenized]
-        ml, mp = settings.max_length, settings.max_prompt_length
-        prompt_cut = sum(1 for x in p if mp is not None and x > mp)
-        kept_prompt = [min(x, mp) if mp is not None else x for x in p]
-        resp_cut = sum(1 for x, a, b in zip(kept_prompt, c, r) if ml is not None and x + max(a, b) > ml)
-        dropped = sum(1 for x in kept_prompt if ml is not None and x >= ml)
-        report["truncation"] = {"max_length": ml, "max_prompt_length": mp, "prompts_truncated": prompt_cut,
-                                "responses_truncated": resp_cut, "pairs_dropped": dropped}
+        truncator = PairTokenizer(tokenizer, settings)  # the same rule training applies, on the ids just made
+        for t in tokenized:
+            truncator.truncate(t.prompt, t.chosen, t.rejected)
+        counts = truncator.counts
+        report["truncation"] = {"max_length": settings.max_length, "max_prompt_length": settings.max_prompt_length,
+                                "prompts_truncated": counts["prompt truncated"], "responses_truncated": counts["response truncated"],
+                                "pairs_dropped": sum(n for k, n in counts.items() if k.startswith("dropped"))}
     report["length_unit"] = unit
     report["lengths"] = {"prompt": distribution(p), "chosen": distribution(c), "rejected": distribution(r)}
     report["length_bias"] = length_bias(c, r)

@@ -71,7 +71,7 @@ class PairTokenizer:
         boundary = min(common_prefix_length(p, fc), common_prefix_length(p, fr))
         if boundary < len(p):
             self.counts["prompt end merged into response"] += 1
-        return self._truncate(p[:boundary], self._close(fc[boundary:]), self._close(fr[boundary:]), ex.weight)
+        return self.truncate(p[:boundary], self._close(fc[boundary:]), self._close(fr[boundary:]), ex.weight)
 
     def unpaired(self, ex: UnpairedExample) -> TokenizedPair | None:
         """An unpaired example as a pair whose `rejected` is empty (KTO batches use `chosen` only)."""
@@ -113,7 +113,8 @@ class PairTokenizer:
             return response[: last + 1]
         return [*response, self.eos]
 
-    def _truncate(self, prompt: list[int], chosen: list[int], rejected: list[int], weight: float) -> TokenizedPair | None:
+    def truncate(self, prompt: list[int], chosen: list[int], rejected: list[int], weight: float = 1.0) -> TokenizedPair | None:
+        """Apply `max_prompt_length` and `max_length` to untruncated ids; None (counted) when the pair must be dropped."""
         s = self.settings
         if s.max_prompt_length is not None and len(prompt) > s.max_prompt_length:
             keep_bos = self.bos is not None and prompt[:1] == [self.bos]

@@ -115,3 +115,18 @@ def test_inspect_cli_reports_a_bad_file_without_traceback(tmp_path: Path) -> Non
     bad.write_text('{"prompt": 1}\n')
     out = subprocess.run([sys.executable, "-m", "preftune", "data", "inspect", str(bad)], capture_output=True, text=True, timeout=120)
     assert out.returncode == 2 and "Traceback" not in out.stderr and "bad.jsonl" in out.stderr
+
+
+def test_inspect_truncation_counts_equal_what_training_tokenization_counts(smol_tokenizer, tmp_path: Path) -> None:
+    from preftune.config import load_config
+    from preftune.data.inspect import inspect_data
+    from preftune.data.prepare import tokenize_settings
+
+    path = str(shared_file("hh-rlhf-harmless", "test.jsonl"))
+    cfg = load_config(None, ["data.on_error=skip", "data.max_length=200", "data.max_prompt_length=120", "data.num_proc=1"]).data
+    report = inspect_data([path], cfg, smol_tokenizer)["truncation"]
+    examples = load_examples(path, LoadSettings(on_error="skip")).examples
+    _, _, counts = tokenize_examples(examples, smol_tokenizer, tokenize_settings(cfg), cache_dir=tmp_path)
+    assert report["prompts_truncated"] == counts.get("prompt truncated", 0) > 0
+    assert report["responses_truncated"] == counts.get("response truncated", 0) > 0
+    assert report["pairs_dropped"] == sum(n for k, n in counts.items() if k.startswith("dropped"))
