@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -87,7 +88,7 @@ def optimizer_step(model: torch.nn.Module, batches: Iterator[PreferenceBatch], g
     for micro in range(grad_accum):
         batch = next(batches)
         sync = micro == grad_accum - 1
-        ctx = accelerator.no_sync(model) if (not sync and accelerator.num_processes > 1) else _null()
+        ctx = accelerator.no_sync(model) if (not sync and accelerator.num_processes > 1) else contextlib.nullcontext()
         with ctx:
             loss, values = loss_on_batch(model, batch, reference, loss_cfg, chunk)
             if not torch.isfinite(loss):
@@ -132,10 +133,3 @@ def _clip(model: torch.nn.Module, accelerator: Any, max_norm: float | None) -> f
         return float(accelerator.clip_grad_norm_(params, max_norm))
     return float(torch.linalg.vector_norm(torch.stack([p.grad.detach().float().norm() for p in params]))) if params else 0.0
 
-
-class _null:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None
