@@ -9,7 +9,7 @@ import os
 import random
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +17,8 @@ import numpy as np
 import torch
 
 from ..config import RunConfig
-from ..data.prepare import TokenizedSplit, prepare_data
+from ..data.pipeline import LoadedData
+from ..data.prepare import prepare_data
 from ..errors import ConfigError, PreftuneError
 from ..models.loading import load_model, load_tokenizer
 from .diagnostics import Diagnostics
@@ -98,7 +99,7 @@ def precomputed_tables(cfg: RunConfig, live: Reference, splits: dict[str, BatchS
     cache = Path(cfg.reference.cache_dir) if cfg.reference.cache_dir else None
     for name, source in splits.items():
         key = f"{base}-{pairs_fingerprint(source.split.pairs)}-{cfg.model.dtype}"
-        plain = BatchSource(source.split, source.batch_size, 0, False, source.pad_id, device=accelerator.device)
+        plain = replace(source, seed=0, shuffle=False, rank=0, world=1)  # every pair once, in the run's layout
         with accelerator.main_process_first():
             table, _ = precompute(live, plain.epoch(0), len(source.split.pairs), key, cache)
         tables[name] = table
@@ -131,6 +132,28 @@ def preflight(output_dir: Path, need_bytes: int) -> None:
         raise PreftuneError(f"output_dir {output_dir}: {free / 2**20:.0f} MiB free, a checkpoint needs about {need_bytes / 2**20:.0f} MiB. Fix: free space or choose another folder.")
 
 
+@dataclass
+class RunData:
+    """The tokenizer and the batch sources of a run (this process's share of each global batch)."""
+
+    tokenizer: Any
+    train: BatchSource
+    eval: BatchSource | None
+    loaded: LoadedData
+
+
+def setup_data(cfg: RunConfig, accelerator: Any) -> RunData:
+    """Tokenizer, data (held out and tokenized) and batch sources in the run's layout."""
+    tokenizer = load_tokenizer(cfg.model.name_or_path, cfg.model.trust_remote_code)
+    train_split, eval_split, loaded = prepare_data(cfg.data, tokenizer, cfg.train.seed)
+    layout = "packed" if cfg.train.layout == "auto" else cfg.train.layout  # fastest on CPU: bench/layouts.py
+    common = dict(pad_id=tokenizer.pad_token_id, rank=accelerator.process_index, world=accelerator.num_processes,
+                  device=accelerator.device, layout=layout, pack_tokens=cfg.train.pack_tokens)
+    train_src = BatchSource(train_split, cfg.train.batch_size, cfg.train.seed, cfg.train.shuffle, **common)
+    eval_src = BatchSource(eval_split, cfg.train.batch_size, 0, False, **common) if eval_split else None
+    return RunData(tokenizer, train_src, eval_src, loaded)
+
+
 def train(cfg: RunConfig, show_progress: bool = True) -> TrainResult:
     """Train as configured; returns held-out metrics before and after, and writes everything under cfg.output_dir."""
     t0 = time.time()
@@ -140,13 +163,10 @@ def train(cfg: RunConfig, show_progress: bool = True) -> TrainResult:
     seed_everything(cfg.train.seed, cfg.train.deterministic)
 
     # --- data
-    tokenizer = load_tokenizer(cfg.model.name_or_path, cfg.model.trust_remote_code)
-    train_split, eval_split, loaded = prepare_data(cfg.data, tokenizer, cfg.train.seed)
-    pad = tokenizer.pad_token_id
-    world, rank, device = accelerator.num_processes, accelerator.process_index, accelerator.device
-    layout = "packed" if cfg.train.layout == "auto" else cfg.train.layout  # fastest on CPU: bench/layouts.py
-    train_src = BatchSource(train_split, cfg.train.batch_size, cfg.train.seed, cfg.train.shuffle, pad, rank, world, device, layout, cfg.train.pack_tokens)
-    eval_src = BatchSource(eval_split, cfg.train.batch_size, 0, False, pad, rank, world, device, layout, cfg.train.pack_tokens) if eval_split else None
+    run_data = setup_data(cfg, accelerator)
+    tokenizer, train_src, eval_src, loaded = run_data.tokenizer, run_data.train, run_data.eval, run_data.loaded
+    train_split, eval_split = train_src.split, eval_src.split if eval_src else None
+    device = accelerator.device
     batches_per_epoch = train_src.num_batches()
     steps_per_epoch = max(1, batches_per_epoch // cfg.train.grad_accum)
     total_steps = cfg.train.max_steps or max(1, math.ceil(cfg.train.epochs * steps_per_epoch))
@@ -328,18 +348,14 @@ def _print_summary(result: TrainResult) -> None:
 
 def precompute_reference(cfg: RunConfig) -> Path:
     """`preftune precompute-ref`: build the reference log-prob cache of the config's data and exit."""
-    accelerator = make_accelerator(cfg)
-    seed_everything(cfg.train.seed, cfg.train.deterministic)
-    tokenizer = load_tokenizer(cfg.model.name_or_path, cfg.model.trust_remote_code)
-    train_split, eval_split, _ = prepare_data(cfg.data, tokenizer, cfg.train.seed)
-    pad = tokenizer.pad_token_id
     if not cfg.loss.uses_reference():
         raise ConfigError(f"loss {cfg.loss.name} is reference-free: there is nothing to precompute.")
+    accelerator = make_accelerator(cfg)
+    seed_everything(cfg.train.seed, cfg.train.deterministic)
+    run_data = setup_data(cfg, accelerator)
     policy = load_model(cfg.model).to(accelerator.device) if cfg.model.lora.enabled else None
     live = build_reference(cfg, policy, accelerator, "precomputed")
-    splits = {"train": BatchSource(train_split, cfg.train.batch_size, 0, False, pad, device=accelerator.device)}
-    if eval_split:
-        splits["eval"] = BatchSource(eval_split, cfg.train.batch_size, 0, False, pad, device=accelerator.device)
+    splits = {"train": run_data.train, **({"eval": run_data.eval} if run_data.eval else {})}
     precomputed_tables(cfg, live, splits, accelerator)
     from .reference import default_reference_cache
 
