@@ -73,7 +73,7 @@ def split_implicit_prompt(chosen: str, rejected: str, boundary: str = DEFAULT_TU
     cut = chosen.rfind(boundary, 0, n)
     if cut < 0:
         found = "no shared prefix" if n == 0 else f"the shared prefix ({n} characters) holds no turn boundary {boundary!r}"
-        raise RecordError("no shared prefix", "chosen", found, f"give an explicit 'prompt' field, or set data.turn_boundary to the marker that starts the response")
+        raise RecordError("no shared prefix", "chosen", found, "give an explicit 'prompt' field, or set data.turn_boundary to the marker that starts the response")
     end = cut + len(boundary)
     prompt, c, r = chosen[:end], chosen[end:], rejected[end:]
     if not c.strip() or not r.strip():

@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from . import pairwise, reference_free  # noqa: F401  (registers the losses)
+from . import pairwise as _pairwise, reference_free as _reference_free  # noqa: F401  (importing registers the losses)
 from .kto import KTOOutput, kto_loss
 from .registry import REGISTRY, LossSpec, get_spec
 from .types import LossOutput, PairLogps
