@@ -1,4 +1,4 @@
-"""The `preftune` command: train, precompute-ref, data inspect, losses."""
+"""The `preftune` command: train, precompute-ref, data inspect, losses, report."""
 
 from __future__ import annotations
 
@@ -40,6 +40,10 @@ def build_parser() -> argparse.ArgumentParser:
     ins.add_argument("--json", action="store_true", help="print one JSON object")
 
     sub.add_parser("losses", help="list the losses in the registry")
+
+    rep = sub.add_parser("report", help="write RUN_DIR/report.html (self-contained) and RUN_DIR/plots/*.png for a training run")
+    rep.add_argument("run_dir", help="the output_dir of a preftune train run")
+    rep.add_argument("--open", action="store_true", help="open the report in the default browser")
     return parser
 
 
@@ -53,6 +57,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.overrides += extra
         else:
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if getattr(args, "config", None) and "=" in args.config and not os.path.exists(args.config):
+        args.overrides.insert(0, args.config)  # `preftune train key=value ...` with no config file
+        args.config = None
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     for noisy in ("httpx", "urllib3", "filelock", "datasets", "transformers"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
@@ -72,8 +79,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     from .train.run import train
 
     cfg = load_config(args.config, args.overrides)
-    train(cfg)
-    return 0
+    result = train(cfg)
+    return 130 if result.interrupted else 0
 
 
 def cmd_precompute(args: argparse.Namespace) -> int:
@@ -111,7 +118,19 @@ def cmd_losses(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"train": cmd_train, "precompute-ref": cmd_precompute, "data": cmd_data, "losses": cmd_losses}
+def cmd_report(args: argparse.Namespace) -> int:
+    from .report import write_report
+
+    page = write_report(args.run_dir)
+    print(f"report written to {page}")
+    if args.open:
+        import webbrowser
+
+        webbrowser.open(page.resolve().as_uri())
+    return 0
+
+
+COMMANDS = {"report": cmd_report, "train": cmd_train, "precompute-ref": cmd_precompute, "data": cmd_data, "losses": cmd_losses}
 
 if __name__ == "__main__":
     raise SystemExit(main())

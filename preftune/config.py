@@ -152,6 +152,9 @@ class TrainConfig(Section):
     logits_chunk: int = Field(1024, ge=1, description="response tokens per LM-head chunk")
     gradient_checkpointing: bool = False
     merge_adapter: bool = Field(False, description="also save merged weights at the end (LoRA)")
+    on_nonfinite: Literal["stop", "skip"] = Field(
+        "stop", description="NaN/inf loss or gradient: stop (keeping the last checkpoint) or skip the step (counted, batch named)")
+    max_skipped_steps: int = Field(10, ge=0, description="with on_nonfinite: skip, stop after this many skipped steps")
 
 
 class RunConfig(Section):
@@ -164,6 +167,7 @@ class RunConfig(Section):
     output_dir: str = "runs/preftune"
     report_to: list[Literal["tensorboard", "mlflow", "wandb"]] = Field(default_factory=list)
     resume_from: str | None = Field(None, description="auto (latest checkpoint in output_dir) or a checkpoint folder")
+    report: bool = Field(True, description="write OUTPUT/report.html (and plots/*.png) at the end and at each checkpoint")
 
     @model_validator(mode="after")
     def _reference_fits_loss(self) -> "RunConfig":

@@ -32,6 +32,7 @@ class TrainState:
     best_eval_margin: float | None = None
     evals_without_improvement: int = 0
     pairs_seen: int = 0
+    skipped_steps: int = 0
 
 
 def _sha256(path: Path) -> str:

@@ -140,6 +140,15 @@ class Diagnostics:
         out |= self._fire("drift", step, drift(self.train_history, self.beta, self.config.drift_logratio_nats))
         return out
 
+    def summary(self) -> dict[str, dict]:
+        """Per kind: the first finding's step, message and suggestion, and every step where it fired (for the report)."""
+        out: dict[str, dict] = {}
+        for f in self.findings:
+            entry = out.setdefault(f.kind, {"first_step": f.step, "message": f.message, "suggestion": f.suggestion, "steps": []})
+            if f.step not in entry["steps"]:
+                entry["steps"].append(f.step)
+        return out
+
     def observe_eval(self, step: int, metrics: dict[str, float], margins: Sequence[float] = (), length_diffs: Sequence[float] = ()) -> dict[str, float]:
         if not self.config.enabled:
             return {}

@@ -17,12 +17,25 @@ from ..errors import PreftuneError
 from ..losses import LossOutput, compute_weighted
 from ..models.logprobs import sequence_logps
 from .checkpoint import TrainState
-from .metrics import MetricAccumulator, pair_metrics
+from .metrics import MetricAccumulator, drift_values, pair_metrics
 from .reference import Reference
 
 
 class NonFiniteLoss(PreftuneError):
-    """The loss or gradients became NaN/inf; names the step and the pairs of the batch."""
+    """The loss or gradients became NaN/inf; names the step and the pairs of the step's batches (`indices`)."""
+
+    def __init__(self, message: str, step: int, indices: list[int]):
+        super().__init__(message)
+        self.step = step
+        self.indices = indices
+
+
+def _all_finite(loss: torch.Tensor, accelerator: Any) -> bool:
+    """Whether the loss is finite on every process (one collective, so all ranks take the same branch)."""
+    flag = torch.isfinite(loss.detach()).all().float().reshape(1)
+    if accelerator.num_processes > 1:
+        flag = accelerator.reduce(flag, reduction="sum") / accelerator.num_processes
+    return bool(flag.item() == 1.0)
 
 
 @dataclass
@@ -76,6 +89,7 @@ def loss_on_batch(model: torch.nn.Module, batch: PreferenceBatch, reference: Ref
     values["lengths/chosen_minus_rejected"] = (lengths[:b] - lengths[b:]).float()
     if ref is not None:
         values["ref_logps/chosen"], values["ref_logps/rejected"] = ref[0].detach().float(), ref[1].detach().float()
+        values["drift/abs_logratio"] = drift_values(values["logps/chosen"] - values["ref_logps/chosen"], values["logps/rejected"] - values["ref_logps/rejected"])
     return loss, values
 
 
@@ -85,15 +99,22 @@ def optimizer_step(model: torch.nn.Module, batches: Iterator[PreferenceBatch], g
     """Run `grad_accum` micro-batches, clip, step; returns the step's metrics (means over all pairs and processes)."""
     acc = MetricAccumulator()
     tokens = 0
+    indices: list[int] = []
     for micro in range(grad_accum):
         batch = next(batches)
+        indices += batch.indices.tolist()
         sync = micro == grad_accum - 1
         ctx = accelerator.no_sync(model) if (not sync and accelerator.num_processes > 1) else contextlib.nullcontext()
         with ctx:
             loss, values = loss_on_batch(model, batch, reference, loss_cfg, chunk)
-            if not torch.isfinite(loss):
+            if not _all_finite(loss, accelerator):
+                advance()
+                for _ in range(micro + 1, grad_accum):  # the rest of the step's batches go with it
+                    indices += next(batches).indices.tolist()
+                    advance()
+                optimizer.zero_grad(set_to_none=True)
                 raise NonFiniteLoss(f"step {state.step + 1}: the loss is {loss.item()} on the batch of pairs {batch.indices.tolist()} "
-                                    "(data-set positions). Training stopped; the last checkpoint is kept. Try a lower learning rate or check those pairs.")
+                                    "(data-set positions). Try a lower learning rate or check those pairs.", state.step + 1, indices)
             accelerator.backward(loss / grad_accum)
         acc.add(values)
         tokens += batch.num_tokens
@@ -101,7 +122,8 @@ def optimizer_step(model: torch.nn.Module, batches: Iterator[PreferenceBatch], g
     grad_norm = _clip(model, accelerator, max_grad_norm)
     if not math.isfinite(grad_norm):
         optimizer.zero_grad(set_to_none=True)
-        raise NonFiniteLoss(f"step {state.step + 1}: the gradient norm is {grad_norm}. Training stopped; the last checkpoint is kept.")
+        raise NonFiniteLoss(f"step {state.step + 1}: the gradient norm is {grad_norm} on the pairs {indices} (data-set positions). "
+                            "Try a lower learning rate or check those pairs.", state.step + 1, indices)
     lr = optimizer.param_groups[0]["lr"]
     optimizer.step()
     scheduler.step()
@@ -121,6 +143,8 @@ def evaluate(model: torch.nn.Module, source: BatchSource, reference: Reference, 
     for batch in source.epoch(0):
         _, values = loss_on_batch(model, batch, reference, loss_cfg, chunk)
         acc.add(values, keep)
+        if keep:
+            acc.per_pair["index"].append(batch.indices.detach().cpu())
     if was_training:
         model.train()
     means = acc.reduce(accelerator.gather if accelerator.num_processes > 1 else None)

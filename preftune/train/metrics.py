@@ -20,6 +20,11 @@ def pair_metrics(out: LossOutput, policy: SequenceLogps, b: int) -> dict[str, to
             "loss": out.losses.detach().float()}
 
 
+def drift_values(chosen_logratios: torch.Tensor, rejected_logratios: torch.Tensor) -> torch.Tensor:
+    """Per-pair mean |log πθ − log πref| of the two responses, in nats: how far the policy has moved on this data."""
+    return 0.5 * (chosen_logratios.abs() + rejected_logratios.abs()).float()
+
+
 class MetricAccumulator:
     """Sums per-pair values across micro-batches; `reduce` gathers across processes and returns means."""
 

@@ -21,7 +21,9 @@ from ..data.pipeline import LoadedData
 from ..data.prepare import prepare_data
 from ..errors import ConfigError, PreftuneError
 from ..models.loading import load_model, load_tokenizer
+from .artifacts import DATA_SUMMARY, DIAGNOSTICS, EVAL_PAIRS, data_summary, eval_pair_records, write_eval_pairs, write_json
 from .diagnostics import Diagnostics
+from .interrupt import GracefulInterrupt
 from .checkpoint import TrainState, latest_valid_checkpoint, load_checkpoint, save_checkpoint
 from .loop import BatchSource, NonFiniteLoss, evaluate, optimizer_step
 from .outputs import load_trainable, model_card, save_final, save_trainable, write_config
@@ -47,6 +49,9 @@ class TrainResult:
     stopped_early: bool = False
     seconds: float = 0.0
     findings: list[Any] = field(default_factory=list)
+    interrupted: bool = False
+    skipped_steps: int = 0
+    report: Path | None = None
 
 
 def seed_everything(seed: int, deterministic: bool) -> None:
@@ -202,8 +207,10 @@ def train(cfg: RunConfig, show_progress: bool = True) -> TrainResult:
     metrics_file = MetricsFile(out_dir / "metrics.jsonl", state.step if resume_dir else None) if main else None
     if cfg.report_to:
         accelerator.init_trackers("preftune", config=flat_config(cfg.model_dump(mode="json")))
+    summary_of_data = data_summary(train_split, eval_split, loaded)
     if main:
         write_config(cfg, out_dir / "config.yaml")
+        write_json(out_dir / DATA_SUMMARY, summary_of_data)
 
     def log(record: dict[str, float], step: int) -> None:
         if metrics_file is not None:
@@ -212,13 +219,27 @@ def train(cfg: RunConfig, show_progress: bool = True) -> TrainResult:
             accelerator.log(record, step=step)
 
     diagnostics = Diagnostics(cfg.diagnostics, cfg.loss.resolved_beta())
-    keep = ("rewards/margins", "lengths/chosen_minus_rejected")
+    keep = ("rewards/margins", "lengths/chosen_minus_rejected", "rewards/chosen", "rewards/rejected")
 
     def run_eval() -> dict[str, float]:
         ev, acc = evaluate(policy, eval_src, ref_eval, cfg.loss, cfg.train.logits_chunk, accelerator, keep)
         per_pair = {k: torch.cat(v).tolist() for k, v in acc.per_pair.items()}
         ev |= diagnostics.observe_eval(state.step, ev, per_pair.get(keep[0], []), per_pair.get(keep[1], []))
+        if main and eval_split is not None:
+            write_eval_pairs(out_dir / EVAL_PAIRS, eval_pair_records(eval_split, per_pair, state.step))
         return ev
+
+    def write_report() -> Path | None:
+        if not (main and cfg.report):
+            return None
+        write_json(out_dir / DIAGNOSTICS, diagnostics.summary())
+        from ..report import write_report as render
+
+        try:
+            return render(out_dir)
+        except Exception as e:  # a report must never cost the run
+            logger.warning("report: could not be written (%s: %s); the run's files are intact, try `preftune report %s`", type(e).__name__, e, out_dir)
+            return None
 
     before: dict[str, float] = {}
     if eval_src is not None and resume_dir is None:
@@ -240,15 +261,30 @@ def train(cfg: RunConfig, show_progress: bool = True) -> TrainResult:
     last: dict[str, float] = {}
     after: dict[str, float] = {}
     stopped_early = False
+    interrupted = False
     tick = time.time()
-    with TrainProgress(total_steps, state.step, show_progress and main) as bar:
+
+    def checkpoint() -> None:
+        accelerator.wait_for_everyone()
+        if main:
+            save_checkpoint(out_dir, state, accelerator.unwrap_model(policy), optimizer, scheduler, cfg.train.save_total_limit, save_trainable)
+            write_report()
+
+    with TrainProgress(total_steps, state.step, show_progress and main) as bar, GracefulInterrupt() as interrupt:
         while state.step < total_steps:
             try:
                 metrics = optimizer_step(policy, stream, cfg.train.grad_accum, ref_train, cfg.loss, cfg.train.logits_chunk, accelerator,
                                          optimizer, scheduler, cfg.train.max_grad_norm, state, advance)
-            except NonFiniteLoss:
-                accelerator.end_training()
-                raise
+            except NonFiniteLoss as e:
+                if cfg.train.on_nonfinite == "stop" or state.skipped_steps >= cfg.train.max_skipped_steps:
+                    accelerator.end_training()
+                    why = "train.on_nonfinite is stop" if cfg.train.on_nonfinite == "stop" else f"{state.skipped_steps} steps were skipped already (train.max_skipped_steps)"
+                    raise NonFiniteLoss(f"{e} Training stopped ({why}); the last checkpoint is kept.", e.step, e.indices) from None
+                state.skipped_steps += 1
+                bar.message(f"skipped step {e.step}: non-finite loss or gradient on pairs {e.indices} ({state.skipped_steps} skipped)")
+                log({"skipped/nonfinite_steps": float(state.skipped_steps), "skipped/pairs": e.indices}, state.step)  # type: ignore[dict-item]
+                tick = time.time()
+                continue
             state.step += 1
             state.pairs_seen += int(metrics["num_pairs"])
             now = time.time()
@@ -266,13 +302,24 @@ def train(cfg: RunConfig, show_progress: bool = True) -> TrainResult:
                 if _should_stop(state, after, cfg):
                     bar.message(f"early stopping at step {state.step}: eval/rewards/margins has not risen for {state.evals_without_improvement} evaluation(s)")
                     stopped_early = True
+            if interrupt.requested:
+                if state.step % cfg.train.log_every:
+                    log(metrics, state.step)  # the step it stops at is always logged
+                checkpoint()
+                interrupted = True
+                bar.message(f"interrupted: checkpoint {out_dir / f'checkpoint-{state.step}'} saved; resume with resume_from=auto")
+                break
             if cfg.train.save_every and (state.step % cfg.train.save_every == 0 or stopped_early):
-                accelerator.wait_for_everyone()
-                if main:
-                    save_checkpoint(out_dir, state, accelerator.unwrap_model(policy), optimizer, scheduler, cfg.train.save_total_limit, save_trainable)
+                checkpoint()
             tick = time.time()
             if stopped_early:
                 break
+
+    if interrupted:
+        if cfg.report_to:
+            accelerator.end_training()
+        return TrainResult(out_dir, state.step, before, after, last, stopped_early, time.time() - t0, diagnostics.findings,
+                           interrupted=True, skipped_steps=state.skipped_steps)
 
     if eval_src is not None:
         after = run_eval()
@@ -280,17 +327,19 @@ def train(cfg: RunConfig, show_progress: bool = True) -> TrainResult:
 
     # --- save
     accelerator.wait_for_everyone()
-    result = TrainResult(out_dir, state.step, before, after, last, stopped_early, time.time() - t0, diagnostics.findings)
+    result = TrainResult(out_dir, state.step, before, after, last, stopped_early, time.time() - t0, diagnostics.findings,
+                         skipped_steps=state.skipped_steps)
     if main:
         model = accelerator.unwrap_model(policy)
         save_final(model, tokenizer, cfg, out_dir / "model", cfg.train.merge_adapter)
-        summary = {"train_pairs": len(train_split.pairs), "eval_pairs": len(eval_split.pairs) if eval_split else 0,
-                   "format": loaded.format, "errors": loaded.errors, "removed": loaded.removed, "truncation": train_split.counts}
+        summary = {k: summary_of_data[k] for k in ("train_pairs", "eval_pairs", "format", "errors", "removed", "truncation")}
         (out_dir / "README.md").write_text(model_card(cfg, summary, {k: v for k, v in before.items() if k in SUMMARY_KEYS},
                                                       {k: v for k, v in after.items() if k in SUMMARY_KEYS}, last))
         (out_dir / "summary.json").write_text(json.dumps({"steps": state.step, "seconds": result.seconds, "before": before, "after": after,
                                                           "last_train": last, "stopped_early": stopped_early, "reference": strategy,
+                                                          "skipped_steps": state.skipped_steps,
                                                           "diagnostics": [vars(f) for f in diagnostics.findings], **summary}, indent=1))
+        result.report = write_report()
         _print_summary(result)
     if cfg.report_to:
         accelerator.end_training()
@@ -344,6 +393,8 @@ def _print_summary(result: TrainResult) -> None:
                 table.add_row(k, "" if b is None else f"{b:.4f}", "" if a is None else f"{a:.4f}")
         console.print(table)
     console.print(f"model saved to {result.output_dir / 'model'}")
+    if result.report is not None:
+        console.print(f"report: {result.report}")
 
 
 def precompute_reference(cfg: RunConfig) -> Path:

@@ -1,0 +1,29 @@
+"""`preftune report`: one self-contained HTML page (plus PNG plots) that shows what a run did."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from .collect import RunView, collect
+from .html import render
+from .panels import chart_data, diagnostic_steps
+from .png import write_pngs
+
+REPORT = "report.html"
+
+
+def write_report(run_dir: Path | str, pngs: bool = True) -> Path:
+    """Write RUN_DIR/report.html (and RUN_DIR/plots/*.png); returns the page's path."""
+    view = collect(Path(run_dir))
+    charts = chart_data(view.train_rows, view.eval_rows)
+    markers = diagnostic_steps(view.train_rows, view.eval_rows, view.diagnostics)
+    written = write_pngs(charts, markers, view.run_dir / "plots") if pngs else []
+    page = view.run_dir / REPORT
+    tmp = page.with_name(f".{REPORT}.tmp")
+    tmp.write_text(render(view, charts, markers, [p.name for p in written]), encoding="utf-8")
+    os.replace(tmp, page)
+    return page
+
+
+__all__ = ["REPORT", "RunView", "collect", "write_report"]

@@ -1,0 +1,74 @@
+"""Read what a run wrote (metrics, config, summaries, held-out pairs, diagnostics) into one view for the report."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..errors import PreftuneError
+from ..train.artifacts import DATA_SUMMARY, DIAGNOSTICS, EVAL_PAIRS
+
+
+@dataclass
+class RunView:
+    """Everything the report shows about one run folder."""
+
+    run_dir: Path
+    config: dict[str, Any]
+    metrics: list[dict[str, Any]]
+    summary: dict[str, Any] = field(default_factory=dict)
+    data: dict[str, Any] = field(default_factory=dict)
+    eval_pairs: list[dict[str, Any]] = field(default_factory=list)
+    diagnostics: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    @property
+    def train_rows(self) -> list[dict[str, Any]]:
+        return [m for m in self.metrics if "loss" in m]
+
+    @property
+    def eval_rows(self) -> list[dict[str, Any]]:
+        return [m for m in self.metrics if "eval/loss" in m]
+
+    @property
+    def finished(self) -> bool:
+        return bool(self.summary)
+
+
+def _json(path: Path, default: Any) -> Any:
+    if not path.exists():
+        return default
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise PreftuneError(f"{path}: line {e.lineno}: not valid JSON ({e.msg}). Fix: re-run training or delete the file.") from None
+
+
+def _jsonl(path: Path) -> list[dict[str, Any]]:
+    """Records of a JSON-lines file; a last line cut short by a crash is ignored."""
+    if not path.exists():
+        return []
+    rows = []
+    for line in path.read_text().splitlines():
+        if not line.strip():
+            continue
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return rows
+
+
+def collect(run_dir: Path) -> RunView:
+    """The run in `run_dir`; fails with a readable error when it is not a preftune run folder."""
+    run_dir = Path(run_dir)
+    if not (run_dir / "metrics.jsonl").exists():
+        raise PreftuneError(f"{run_dir}: no metrics.jsonl here, so this is not a preftune run folder. "
+                            "Fix: give the output_dir of a `preftune train` run.")
+    config_path = run_dir / "config.yaml"
+    config = yaml.safe_load(config_path.read_text()) if config_path.exists() else {}
+    return RunView(run_dir, config or {}, _jsonl(run_dir / "metrics.jsonl"), _json(run_dir / "summary.json", {}),
+                   _json(run_dir / DATA_SUMMARY, {}), _jsonl(run_dir / EVAL_PAIRS), _json(run_dir / DIAGNOSTICS, {}))

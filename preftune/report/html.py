@@ -1,0 +1,191 @@
+"""The self-contained report page: static sections rendered here, charts and explorer drawn by inline scripts."""
+
+from __future__ import annotations
+
+import html
+import json
+from importlib.resources import files
+from typing import Any
+
+import yaml
+
+from ..losses import REGISTRY, loss_params
+from .collect import RunView
+
+HEADLINE = ("eval/rewards/accuracies", "eval/rewards/margins", "eval/loss", "eval/rewards/chosen", "eval/rewards/rejected", "eval/logps/chosen")
+SLIDERS = (("pc", "log πθ(y_w)  policy, chosen", -300, 0, 0.1), ("pr", "log πθ(y_l)  policy, rejected", -300, 0, 0.1),
+           ("rc", "log πref(y_w)  reference, chosen", -300, 0, 0.1), ("rr", "log πref(y_l)  reference, rejected", -300, 0, 0.1),
+           ("beta", "β", 0.01, 5, 0.01), ("lc", "chosen length (tokens)", 1, 400, 1), ("lr", "rejected length (tokens)", 1, 400, 1))
+N_PAIRS = 5
+
+
+def _asset(name: str) -> str:
+    return files("preftune.report").joinpath("assets", name).read_text(encoding="utf-8")
+
+
+def explorer_specs() -> list[dict[str, Any]]:
+    """The registry as the explorer needs it: name, description, default parameters, reference use, default β."""
+    return [{"name": name, "description": spec.description, "params": loss_params(name, {}), "uses_reference": spec.uses_reference,
+             "default_beta": spec.default_beta} for name, spec in sorted(REGISTRY.items())]
+
+
+def run_beta(config: dict[str, Any]) -> float:
+    """The run's β: as set, else its loss's default (0.1; SimPO 2.0)."""
+    loss = config.get("loss", {})
+    if loss.get("beta") is not None:
+        return float(loss["beta"])
+    spec = REGISTRY.get(loss.get("name", "dpo"))
+    return spec.default_beta if spec else 0.1
+
+
+def explorer_start(view: RunView) -> dict[str, float]:
+    """Initial slider values: the run's last held-out means where known, else a typical untrained pair."""
+    beta = run_beta(view.config)
+    ev = view.eval_rows[-1] if view.eval_rows else {}
+    pc, pr = ev.get("eval/logps/chosen", -40.0), ev.get("eval/logps/rejected", -50.0)
+    rc = pc - ev.get("eval/rewards/chosen", 0.0) / beta
+    rr = pr - ev.get("eval/rewards/rejected", 0.0) / beta
+    tokens = view.data.get("tokens", {})
+    lc = tokens.get("chosen", {}).get("mean", 40.0)
+    lr = tokens.get("rejected", {}).get("mean", 50.0)
+    clip = lambda x: round(min(0.0, max(-300.0, float(x))), 1)  # noqa: E731
+    return {"pc": clip(pc), "pr": clip(pr), "rc": clip(rc), "rr": clip(rr), "beta": beta, "lc": round(min(400, max(1, lc))), "lr": round(min(400, max(1, lr)))}
+
+
+def _e(x: Any) -> str:
+    return html.escape(str(x))
+
+
+def _num(x: Any) -> str:
+    if isinstance(x, float):
+        return f"{x:.4g}"
+    return _e(x)
+
+
+def _headline(view: RunView) -> str:
+    first = view.eval_rows[0] if view.eval_rows else {}
+    last = view.eval_rows[-1] if view.eval_rows else {}
+    cards = []
+    for key in HEADLINE:
+        if key in last:
+            delta = f"from {_num(first[key])} at step {first['step']}" if key in first and first is not last else ""
+            cards.append(f'<div class="card"><div class="k">{_e(key)}</div><div class="v">{_num(last[key])}</div><div class="d">{delta}</div></div>')
+    if not cards and view.train_rows:
+        t = view.train_rows[-1]
+        cards = [f'<div class="card"><div class="k">{_e(k)}</div><div class="v">{_num(t[k])}</div><div class="d">last train step</div></div>'
+                 for k in ("loss", "rewards/accuracies", "rewards/margins") if k in t]
+    return f'<div class="cards">{"".join(cards)}</div>'
+
+
+def _findings(view: RunView, markers: dict[str, list[int]]) -> str:
+    if not markers:
+        return '<div class="ok">No diagnostic fired: no falling chosen likelihood, flat margins, length bias or drift was seen.</div>'
+    parts = []
+    for kind, steps in markers.items():
+        entry = view.diagnostics.get(kind, {})
+        msg = entry.get("message", "")
+        tip = entry.get("suggestion", "")
+        parts.append(f'<div class="finding" id="finding-{_e(kind)}"><b>{_e(kind)}</b> — first at step {steps[0]}, fired at {len(steps)} step(s). '
+                     f'{_e(msg)}{"<br>Try: " + _e(tip) if tip else ""}</div>')
+    return "".join(parts)
+
+
+def _pairs_table(rows: list[dict[str, Any]], title: str) -> str:
+    if not rows:
+        return ""
+    body = []
+    for r in rows:
+        text = "".join(f'<details><summary>{label}: {_e(r[key][:90])}{"…" if len(r[key]) > 90 else ""}</summary><pre>{_e(r[key])}</pre></details>'
+                       for label, key in (("prompt", "prompt"), ("chosen", "chosen"), ("rejected", "rejected")))
+        body.append(f'<tr><td class="num">{_num(r["margin"])}</td><td class="num">{_num(r["chosen_reward"])}</td><td class="num">{_num(r["rejected_reward"])}</td>'
+                    f'<td class="num">{int(r["length_diff"]):+d}</td><td class="text">{text}<div class="note">{_e(r.get("source") or "")}</div></td></tr>')
+    return (f'<h3>{_e(title)}</h3><table class="pairs"><thead><tr><th class="num">margin</th><th class="num">chosen reward</th>'
+            f'<th class="num">rejected reward</th><th class="num">Δ tokens</th><th>pair</th></tr></thead><tbody>{"".join(body)}</tbody></table>')
+
+
+def _pairs(view: RunView) -> str:
+    pairs = sorted(view.eval_pairs, key=lambda r: r["margin"])
+    if not pairs:
+        return '<p class="note">No held-out pairs were evaluated in this run (set data.eval or data.eval_fraction).</p>'
+    step = pairs[0].get("step", "?")
+    n = min(N_PAIRS, len(pairs) // 2 or 1)  # the two tables never show the same pair
+    return (f'<p class="sub">{len(pairs)} held-out pairs, margins at step {step}. Smallest margins are where the model still disagrees with the labels.</p>'
+            + _pairs_table(list(reversed(pairs[-n:])), "Largest margins") + _pairs_table(pairs[:n] if len(pairs) > 1 else [], "Smallest margins"))
+
+
+def _data(view: RunView) -> str:
+    d = view.data
+    if not d:
+        return '<p class="note">No data summary in this run folder.</p>'
+    rows = [("train pairs", d.get("train_pairs")), ("held-out pairs", d.get("eval_pairs")), ("format", d.get("format")),
+            ("chosen longer than rejected", f"{d.get('chosen_longer_share', 0):.0%}")]
+    rows += [(f"skipped: {k}", v) for k, v in (d.get("errors") or {}).items()]
+    rows += [(f"removed: {k}", v) for k, v in (d.get("removed") or {}).items()]
+    rows += [(f"tokenization: {k}", v) for k, v in (d.get("truncation") or {}).items()]
+    counts = "".join(f"<tr><td>{_e(k)}</td><td class='num'>{_num(v)}</td></tr>" for k, v in rows)
+    tok = d.get("tokens", {})
+    lengths = "".join(f"<tr><td>{_e(part)}</td>" + "".join(f"<td class='num'>{s.get(k, 0):.1f}</td>" for k in ("mean", "median", "p95", "max")) + "</tr>"
+                      for part, s in tok.items() if s)
+    return (f'<div class="two"><div><h3>Counts</h3><table><tbody>{counts}</tbody></table></div>'
+            f'<div><h3>Token lengths (train)</h3><table><thead><tr><th></th><th class="num">mean</th><th class="num">median</th>'
+            f'<th class="num">p95</th><th class="num">max</th></tr></thead><tbody>{lengths}</tbody></table></div></div>')
+
+
+def _explorer(start: dict[str, float]) -> str:
+    controls = "".join(f'<label>{_e(label)}<input type="range" data-field="{key}" id="in-{key}" min="{lo}" max="{hi}" step="{step}" value="{start[key]}">'
+                       f'<output id="val-{key}">{start[key]}</output></label>' for key, label, lo, hi, step in SLIDERS)
+    controls += '<label>length-normalize<input type="checkbox" data-field="length_normalize" id="in-length_normalize"><output id="val-length_normalize">off</output></label>'
+    derived = "".join(f'<span>{_e(label)} <b id="{i}"></b></span>' for i, label in (
+        ("x-chosen-logratio", "chosen log-ratio"), ("x-rejected-logratio", "rejected log-ratio"), ("x-margin", "margin h"),
+        ("x-beta-margin", "β·h"), ("x-sigma", "σ(β·h)"), ("x-weight", "gradient weight β·σ(−β·h)"), ("x-dpo-loss", "DPO loss")))
+    return (f'<div id="explorer"><p class="sub">Move the log-probabilities and β: every loss in the registry updates live, computed by the same '
+            f'formulas as <code>preftune.losses.compute_loss</code> for one pair. Sliders start at this run\'s last held-out means.</p>'
+            f'<div class="controls">{controls}</div>'
+            f'<div class="bars" title="log-ratios: chosen (green), rejected (red)"><div class="axis0"></div><div class="bar" id="bar-chosen"></div>'
+            f'<div class="bar" id="bar-rejected"></div></div><div class="derived">{derived}</div>'
+            '<table id="loss-table"><thead><tr><th>loss</th><th class="num">loss</th><th class="num">chosen reward</th><th class="num">rejected reward</th>'
+            '<th class="num">∂L/∂log πθ(y_w)</th><th class="num">∂L/∂log πθ(y_l)</th></tr></thead><tbody></tbody></table>'
+            '<p class="note">‡ reference-free (the reference sliders do not apply). Rewards are β·log-ratios (SimPO, ORPO: β·average log-prob). '
+            'A negative ∂L/∂log πθ(y_w) means training raises the chosen response\'s likelihood. Variant parameters are the registry defaults. '
+            'The highlighted row is this run\'s loss.</p></div>')
+
+
+def render(view: RunView, charts: list[dict[str, Any]], markers: dict[str, list[int]], png_names: list[str]) -> str:
+    """The whole page as one string."""
+    cfg = view.config
+    loss = cfg.get("loss", {})
+    model = cfg.get("model", {})
+    title = f"preftune report — {view.run_dir.resolve().name}"
+    steps = view.train_rows[-1]["step"] if view.train_rows else 0
+    status = (f"finished: {view.summary.get('steps')} steps in {view.summary.get('seconds', 0):.0f} s" if view.finished
+              else f"in progress or interrupted: {steps} steps logged")
+    lora = model.get("lora", {})
+    sub = (f"model <code>{_e(model.get('name_or_path'))}</code> · loss <b>{_e(loss.get('name'))}</b> (β = {run_beta(cfg):g}) · "
+           f"{'LoRA r=' + _e(lora.get('r')) if lora.get('enabled') else 'full fine-tuning'} · {status}")
+    payload = {"charts": charts, "markers": markers,
+               "explorer": {"losses": explorer_specs(), "current": loss.get("name"), "start": explorer_start(view)}}
+    data_json = json.dumps(payload).replace("</", "<\\/")
+    kinds = "".join(f'<span><i style="background:{c}"></i>{_e(k)}</span>' for k, c in
+                    (("chosen_likelihood_falling", "#bf8700"), ("flat_margins", "#8250df"), ("length_bias", "#d1242f"), ("drift", "#57606a")) if k in markers)
+    pngs = ", ".join(f'<code>plots/{_e(n)}</code>' for n in png_names)
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{_e(title)}</title><style>{_asset("report.css")}</style></head>
+<body><main>
+<h1>{_e(title)}</h1><p class="sub">{sub}</p>
+{_headline(view)}
+<h2>Diagnostics</h2>{_findings(view, markers)}
+<h2>Training curves</h2>
+<p class="sub">Solid: training steps; dashed with dots: held-out evaluations. {('Marks at the top: where a diagnostic fired. <span class="marker-legend">' + kinds + '</span>') if kinds else ''}</p>
+<div id="charts"></div>
+<p class="note">PNG copies: {pngs or 'none'}.</p>
+<h2>Held-out pairs</h2>{_pairs(view)}
+<h2>Loss explorer</h2>{_explorer(payload["explorer"]["start"])}
+<h2>Data</h2>{_data(view)}
+<h2>Settings</h2><pre class="yaml">{_e(yaml.safe_dump(cfg, sort_keys=False))}</pre>
+</main>
+<script type="application/json" id="run-data">{data_json}</script>
+<script>{_asset("losses.js")}</script>
+<script>{_asset("report.js")}</script>
+</body></html>
+"""

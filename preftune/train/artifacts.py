@@ -1,0 +1,66 @@
+"""Files a run writes beside its metrics for people and the report: data summary, held-out pairs, diagnostics."""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+from pathlib import Path
+from typing import Any
+
+from ..data.prepare import TokenizedSplit
+from ..data.records import as_text
+
+DATA_SUMMARY = "data_summary.json"
+EVAL_PAIRS = "eval_pairs.jsonl"
+DIAGNOSTICS = "diagnostics.json"
+TEXT_LIMIT = 4000  # characters of each text kept in eval_pairs.jsonl
+
+
+def write_json(path: Path, value: Any) -> None:
+    """Write JSON atomically (temporary file, then rename), so a reader never sees half a file."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(value, indent=1))
+    os.replace(tmp, path)
+
+
+def length_stats(values: list[int]) -> dict[str, float]:
+    """Mean, median, 95th percentile and maximum of token counts."""
+    if not values:
+        return {}
+    ordered = sorted(values)
+    return {"mean": statistics.fmean(ordered), "median": float(ordered[len(ordered) // 2]),
+            "p95": float(ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))]), "max": float(ordered[-1])}
+
+
+def data_summary(train: TokenizedSplit, eval_split: TokenizedSplit | None, loaded: Any) -> dict[str, Any]:
+    """Counts, removals, truncation and token-length statistics of the data a run trains on."""
+    pairs = train.pairs
+    longer = sum(len(p.chosen) > len(p.rejected) for p in pairs) / max(1, len(pairs))
+    return {"train_pairs": len(pairs), "eval_pairs": len(eval_split.pairs) if eval_split else 0, "format": loaded.format,
+            "errors": loaded.errors, "removed": loaded.removed, "truncation": train.counts,
+            "tokens": {"prompt": length_stats([len(p.prompt) for p in pairs]), "chosen": length_stats([len(p.chosen) for p in pairs]),
+                       "rejected": length_stats([len(p.rejected) for p in pairs])},
+            "chosen_longer_share": longer}
+
+
+def eval_pair_records(split: TokenizedSplit, per_pair: dict[str, list[float]], step: int) -> list[dict[str, Any]]:
+    """One record per held-out pair evaluated: its text (clipped), source, margin and rewards at `step`."""
+    records = []
+    for j, index in enumerate(per_pair.get("index", [])):
+        i = int(index)
+        ex = split.examples[i]
+        records.append({"step": step, "index": i, "source": ex.source, "id": ex.id,
+                        "prompt": as_text(ex.prompt)[:TEXT_LIMIT],
+                        "chosen": as_text(getattr(ex, "chosen", ""))[:TEXT_LIMIT],
+                        "rejected": as_text(getattr(ex, "rejected", ""))[:TEXT_LIMIT],
+                        "margin": per_pair["rewards/margins"][j], "chosen_reward": per_pair["rewards/chosen"][j],
+                        "rejected_reward": per_pair["rewards/rejected"][j],
+                        "length_diff": per_pair["lengths/chosen_minus_rejected"][j]})
+    return records
+
+
+def write_eval_pairs(path: Path, records: list[dict[str, Any]]) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text("".join(json.dumps(r) + "\n" for r in records))
+    os.replace(tmp, path)
