@@ -33,6 +33,7 @@ class TrainState:
     evals_without_improvement: int = 0
     pairs_seen: int = 0
     skipped_steps: int = 0
+    metrics_lines: int | None = None  # lines of metrics.jsonl written when the checkpoint was taken
 
 
 def _sha256(path: Path) -> str:

@@ -93,6 +93,8 @@ def build_reference(cfg: RunConfig, policy: torch.nn.Module, accelerator: Any, s
         logger.warning("reference: %s differs from the policy's start %s; DPO's derivation assumes the reference is the SFT checkpoint the policy starts from",
                        ref_path, cfg.model.name_or_path)
     model = load_model(cfg.model, ref_path or cfg.model.name_or_path, trainable=False).to(accelerator.device)
+    if accelerator.distributed_type == "FSDP":  # DistributedType is a str enum
+        model = accelerator.prepare_model(model, evaluation_mode=True)  # sharded like the policy
     return SeparateReference(model, chunk)
 
 
@@ -204,7 +206,7 @@ def train(cfg: RunConfig, show_progress: bool = True) -> TrainResult:
         state = load_checkpoint(resume_dir, optimizer, scheduler)
         logger.info("resumed from %s at step %d", resume_dir, state.step)
     main = accelerator.is_main_process
-    metrics_file = MetricsFile(out_dir / "metrics.jsonl", state.step if resume_dir else None) if main else None
+    metrics_file = MetricsFile(out_dir / "metrics.jsonl", state.step if resume_dir else None, state.metrics_lines) if main else None
     if cfg.report_to:
         accelerator.init_trackers("preftune", config=flat_config(cfg.model_dump(mode="json")))
     summary_of_data = data_summary(train_split, eval_split, loaded)
@@ -212,11 +214,11 @@ def train(cfg: RunConfig, show_progress: bool = True) -> TrainResult:
         write_config(cfg, out_dir / "config.yaml")
         write_json(out_dir / DATA_SUMMARY, summary_of_data)
 
-    def log(record: dict[str, float], step: int) -> None:
+    def log(record: dict[str, Any], step: int) -> None:
         if metrics_file is not None:
             metrics_file.write({"step": step, **record})
         if cfg.report_to:
-            accelerator.log(record, step=step)
+            accelerator.log({k: v for k, v in record.items() if isinstance(v, (int, float))}, step=step)  # trackers take numbers only
 
     diagnostics = Diagnostics(cfg.diagnostics, cfg.loss.resolved_beta())
     keep = ("rewards/margins", "lengths/chosen_minus_rejected", "rewards/chosen", "rewards/rejected")
@@ -267,6 +269,7 @@ def train(cfg: RunConfig, show_progress: bool = True) -> TrainResult:
     def checkpoint() -> None:
         accelerator.wait_for_everyone()
         if main:
+            state.metrics_lines = metrics_file.lines if metrics_file is not None else None
             save_checkpoint(out_dir, state, accelerator.unwrap_model(policy), optimizer, scheduler, cfg.train.save_total_limit, save_trainable)
             write_report()
 
@@ -282,7 +285,7 @@ def train(cfg: RunConfig, show_progress: bool = True) -> TrainResult:
                     raise NonFiniteLoss(f"{e} Training stopped ({why}); the last checkpoint is kept.", e.step, e.indices) from None
                 state.skipped_steps += 1
                 bar.message(f"skipped step {e.step}: non-finite loss or gradient on pairs {e.indices} ({state.skipped_steps} skipped)")
-                log({"skipped/nonfinite_steps": float(state.skipped_steps), "skipped/pairs": e.indices}, state.step)  # type: ignore[dict-item]
+                log({"skipped/nonfinite_steps": float(state.skipped_steps), "skipped/pairs": e.indices}, state.step)
                 tick = time.time()
                 continue
             state.step += 1

@@ -33,24 +33,28 @@ def flat_config(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 class MetricsFile:
-    """Appends one JSON object per logging step; on resume, lines past the resumed step are dropped first."""
+    """Appends one JSON object per logging step. On resume the file is cut back to what it held when the checkpoint
+    was taken (`keep_lines`), or, for older checkpoints, to the lines up to the resumed step; a line cut short by a
+    crash is dropped."""
 
-    def __init__(self, path: Path, resume_step: int | None):
+    def __init__(self, path: Path, resume_step: int | None, keep_lines: int | None = None):
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
-        if resume_step is None:
-            path.write_text("")
-        elif path.exists():
-            kept = [line for line in path.read_text().splitlines() if _step_of(line) is not None and _step_of(line) <= resume_step]
-            tmp = path.with_name(f".{path.name}.tmp")
-            tmp.write_text("".join(line + "\n" for line in kept))
-            os.replace(tmp, path)
+        kept: list[str] = []
+        if resume_step is not None and path.exists():
+            lines = [line for line in path.read_text().splitlines() if _step_of(line) is not None]
+            kept = lines[:keep_lines] if keep_lines is not None else [line for line in lines if _step_of(line) <= resume_step]
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text("".join(line + "\n" for line in kept))
+        os.replace(tmp, path)
+        self.lines = len(kept)
 
     def write(self, record: dict[str, Any]) -> None:
         with self.path.open("a") as f:
             f.write(json.dumps(record) + "\n")
             f.flush()
             os.fsync(f.fileno())
+        self.lines += 1
 
 
 def _step_of(line: str) -> int | None:

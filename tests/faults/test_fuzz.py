@@ -1,0 +1,106 @@
+"""Random and malformed records, files and configs thrown at the data layer and the config loader: the only exceptions
+that may reach a user are preftune's own (with a message), never a bare traceback. The counts tried are printed."""
+
+from __future__ import annotations
+
+import json
+import string
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+from preftune.config import load_config
+from preftune.data.pipeline import LoadSettings, load_examples
+from preftune.data.tokenize import PairTokenizer, TokenizeSettings
+from preftune.errors import PreftuneError
+
+FIELDS = ["prompt", "chosen", "rejected", "completion", "label", "messages", "id", "weight", "score_chosen", "score_rejected",
+          "confidence", "role", "content", "text", "question", "answer"]
+TRIED = {"records": 0, "files": 0, "configs": 0, "overrides": 0}
+SETTINGS = dict(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+
+scalars = st.one_of(st.none(), st.booleans(), st.integers(-10**6, 10**6), st.floats(allow_nan=True, allow_infinity=True),
+                    st.text(max_size=30))
+messages = st.lists(st.fixed_dictionaries({"role": st.sampled_from(["user", "assistant", "system", "tool", "", "x"]),
+                                           "content": st.one_of(st.text(max_size=20), st.integers(), st.none())}), max_size=4)
+values = st.recursive(st.one_of(scalars, messages), lambda inner: st.one_of(st.lists(inner, max_size=3),
+                                                                             st.dictionaries(st.sampled_from(FIELDS), inner, max_size=3)), max_leaves=8)
+records = st.dictionaries(st.one_of(st.sampled_from(FIELDS), st.text(max_size=8)), values, max_size=6)
+lines = st.one_of(records.map(json.dumps), st.text(max_size=40), st.binary(max_size=40).map(lambda b: b.decode("latin-1")),
+                  st.lists(records, max_size=2).map(json.dumps))
+
+
+def expect_preftune_error(fn: Any, *args: Any) -> Any:
+    try:
+        return fn(*args)
+    except PreftuneError as e:
+        assert str(e).strip(), "a preftune error without a message"
+        return None
+
+
+@settings(**SETTINGS)
+@given(st.lists(lines, min_size=0, max_size=8), st.sampled_from(["fail", "skip"]), st.sampled_from(["auto", "standard", "conversational", "unpaired"]))
+def test_jsonl_of_random_lines(content: list[str], on_error: str, fmt: str) -> None:
+    with tempfile.TemporaryDirectory() as d:
+        path = Path(d) / "data.jsonl"
+        path.write_text("\n".join(content), encoding="utf-8", errors="surrogatepass")
+        TRIED["records"] += 1
+        expect_preftune_error(load_examples, str(path), LoadSettings(on_error=on_error, format=fmt))
+
+
+@settings(**SETTINGS)
+@given(st.sampled_from([".json", ".csv", ".parquet", ".jsonl", ".txt", ""]), st.binary(max_size=200), st.sampled_from(["fail", "skip"]))
+def test_random_bytes_in_any_file_type(suffix: str, blob: bytes, on_error: str) -> None:
+    with tempfile.TemporaryDirectory() as d:
+        path = Path(d) / f"data{suffix}"
+        path.write_bytes(blob)
+        TRIED["files"] += 1
+        expect_preftune_error(load_examples, str(path), LoadSettings(on_error=on_error))
+
+
+@settings(**SETTINGS)
+@given(st.lists(records, min_size=1, max_size=5))
+def test_json_array_records_then_tokenize(recs: list[dict[str, Any]], smol_tokenizer: Any) -> None:
+    with tempfile.TemporaryDirectory() as d:
+        path = Path(d) / "data.json"
+        path.write_text(json.dumps(recs))
+        TRIED["records"] += 1
+        loaded = expect_preftune_error(load_examples, str(path), LoadSettings(on_error="skip"))
+        if loaded is not None:
+            tok = PairTokenizer(smol_tokenizer, TokenizeSettings(max_length=64, max_prompt_length=32))
+            for ex in loaded.examples:
+                expect_preftune_error(tok, ex) if hasattr(ex, "rejected") else None
+
+
+config_keys = st.sampled_from(["model", "data", "loss", "train", "reference", "diagnostics", "output_dir", "report_to", "resume_from",
+                               "report", "name_or_path", "beta", "batch_size", "lora", "r", "train.max_steps", "x"])
+config_values = st.recursive(scalars, lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(config_keys, inner, max_size=4)),
+                             max_leaves=10)
+
+
+@settings(**SETTINGS)
+@given(st.one_of(st.dictionaries(config_keys, config_values, max_size=6).map(lambda d: json.dumps(d)), st.text(max_size=120),
+                 st.lists(st.text(string.printable, max_size=20), max_size=6).map("\n".join)))
+def test_random_config_files(text: str) -> None:
+    with tempfile.TemporaryDirectory() as d:
+        path = Path(d) / "run.yaml"
+        path.write_text(text, encoding="utf-8", errors="surrogatepass")
+        TRIED["configs"] += 1
+        expect_preftune_error(load_config, str(path), [])
+
+
+override_keys = st.sampled_from(["train.max_steps", "loss.name", "loss.beta", "loss.params.alpha", "model.lora.r", "data.filters.min_confidence",
+                                 "report_to", "train", "nope.key", "train.layout", "data.columns.prompt", ""])
+
+
+@settings(**SETTINGS)
+@given(st.lists(st.one_of(st.tuples(override_keys, st.text(max_size=12)).map(lambda kv: f"{kv[0]}={kv[1]}"), st.text(max_size=15)), max_size=4))
+def test_random_overrides(overrides: list[str]) -> None:
+    TRIED["overrides"] += 1
+    expect_preftune_error(load_config, None, overrides)
+
+
+def test_zz_report_counts() -> None:
+    print(f"fuzz cases tried: {TRIED} (total {sum(TRIED.values())})")

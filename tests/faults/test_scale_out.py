@@ -1,0 +1,100 @@
+"""Two processes through `accelerate launch` on CPU (gloo): same losses as one process with the same global batch,
+metrics reduced across ranks and written once, a two-process checkpoint resumable with one process, the precomputed
+reference built once; and the shipped accelerate configs parse."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from ..train.helpers import toy_data
+from .runner import env, metrics
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "accelerate"
+
+
+def config(folder: Path, model_dir: Path, data: Path, name: str, batch_size: int, **extra: object) -> Path:
+    cfg = {"model": {"name_or_path": str(model_dir)}, "data": {"train": str(data), "eval_fraction": 0.2, "cache_dir": str(folder / "tok")},
+           "train": {"batch_size": batch_size, "max_steps": 4, "learning_rate": 1e-3, "warmup_ratio": 0.0, "deterministic": True,
+                     "eval_every": 2, "save_every": 2, "save_total_limit": 5, "layout": "padded", **extra.pop("train", {})},
+           "reference": {"strategy": "precomputed", "cache_dir": str(folder / f"ref-{name}")}, "report": False, "output_dir": str(folder / name), **extra}
+    path = folder / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def run(cmd: list[str], log: Path) -> None:
+    proc = subprocess.run(cmd, stdout=log.open("w"), stderr=subprocess.STDOUT, env=env(), timeout=600)
+    assert proc.returncode == 0, log.read_text()[-4000:]
+
+
+def launch_two(cfg: Path, log: Path) -> None:
+    if shutil.which("accelerate") is None:
+        pytest.skip("accelerate's launcher is not on PATH")
+    run(["accelerate", "launch", "--config_file", str(EXAMPLES / "cpu_2proc.yaml"), "-m", "preftune.cli", "train", str(cfg)], log)
+
+
+def losses(out: Path, key: str = "loss") -> dict[int, float]:
+    return {m["step"]: m[key] for m in metrics(out) if key in m}
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> dict[str, Path]:
+    """A one-process run with batch 4, the same config on two processes with batch 2 each, and a one-process resume
+    of the two-process run's step-2 checkpoint."""
+    tmp = tmp_path_factory.mktemp("scale")
+    data = toy_data(tmp)
+    one = config(tmp, tiny_model_dir, data, "one", 4)
+    two = config(tmp, tiny_model_dir, data, "two", 2, train={"eval_every": 2})
+    run([sys.executable, "-m", "preftune.cli", "train", str(one)], tmp / "one.log")
+    launch_two(two, tmp / "two.log")
+    resumed = config(tmp, tiny_model_dir, data, "resumed", 4, resume_from=str(tmp / "two" / "checkpoint-2"))
+    run([sys.executable, "-m", "preftune.cli", "train", str(resumed)], tmp / "resumed.log")
+    return {"one": tmp / "one", "two": tmp / "two", "resumed": tmp / "resumed", "log": tmp / "two.log"}
+
+
+def test_two_processes_match_one(runs: dict[str, Path]) -> None:
+    one, two = losses(runs["one"]), losses(runs["two"])
+    assert sorted(one) == sorted(two) == [1, 2, 3, 4]
+    assert all(abs(one[s] - two[s]) <= 1e-5 for s in one), (one, two)
+    # held-out metrics are means over every held-out pair, reduced across ranks
+    assert all(abs(a - b) <= 1e-5 for a, b in zip(losses(runs["one"], "eval/loss").values(), losses(runs["two"], "eval/loss").values()))
+    assert losses(runs["two"], "num_pairs") == {1: 4.0, 2: 4.0, 3: 4.0, 4: 4.0}  # both ranks' pairs counted
+
+
+def test_only_rank_zero_writes(runs: dict[str, Path]) -> None:
+    rows = metrics(runs["two"])
+    assert len([m for m in rows if "loss" in m]) == 4  # not 8
+    assert len(json.loads((runs["two"] / "summary.json").read_text())["diagnostics"]) >= 0
+    assert sorted(p.name for p in runs["two"].glob("checkpoint-*")) == ["checkpoint-2", "checkpoint-4"]
+
+
+def test_precomputed_reference_is_built_once(runs: dict[str, Path]) -> None:
+    log = runs["log"].read_text()
+    assert log.count("reference: log-probs of") == 2  # train and held-out tables, by rank 0 only
+    assert log.count("reference: log-probs loaded from cache") == 2  # rank 1 reads them
+    assert len(list((runs["two"].parent / "ref-two").glob("*.safetensors"))) == 2
+
+
+def test_two_process_checkpoint_resumes_on_one(runs: dict[str, Path]) -> None:
+    two, resumed = losses(runs["two"]), losses(runs["resumed"])
+    assert sorted(resumed) == [3, 4]  # a new output folder: its log starts after the checkpoint
+    assert all(abs(two[s] - resumed[s]) <= 1e-5 for s in (3, 4)), (two, resumed)
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in EXAMPLES.glob("*.yaml")))
+def test_accelerate_configs_parse(name: str) -> None:
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    cfg = load_config_from_file(str(EXAMPLES / name))
+    assert cfg.num_processes >= 2 and cfg.num_machines >= 1
+    if "fsdp" in name:
+        assert cfg.distributed_type == "FSDP" and cfg.fsdp_config["fsdp_reshard_after_forward"] is True
+    if "zero" in name:
+        assert cfg.distributed_type == "DEEPSPEED" and cfg.deepspeed_config["zero_stage"] == int(name[-6])
