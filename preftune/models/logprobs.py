@@ -74,3 +74,26 @@ def sequence_logps(model: torch.nn.Module, batch: PreferenceBatch, chunk: int = 
     counts = torch.bincount(batch.seq, minlength=slots).clamp(min=1).to(ml.dtype)
     mean_logits = torch.zeros(slots, dtype=ml.dtype, device=ml.device).index_add(0, batch.seq, ml) / counts
     return SequenceLogps(sums, mean_logits)
+
+
+class LogpsModel(torch.nn.Module):
+    """A causal LM whose forward gives the summed response log-probs of a `PreferenceBatch`. Training wraps the policy in
+    this before `accelerator.prepare`, so DDP / FSDP see the forward pass and their gradient hooks run."""
+
+    def __init__(self, model: torch.nn.Module, chunk: int = 1024):
+        super().__init__()
+        self.model = model
+        self.chunk = chunk
+
+    def forward(self, batch: PreferenceBatch) -> tuple[torch.Tensor, torch.Tensor]:
+        out = sequence_logps(self.model, batch, self.chunk)
+        return out.logps, out.mean_logits
+
+
+def policy_logps(model: torch.nn.Module, batch: PreferenceBatch, chunk: int = 1024) -> SequenceLogps:
+    """`sequence_logps` of a plain model, or the forward of a (prepared) `LogpsModel`."""
+    inner = getattr(model, "module", model)
+    if isinstance(inner, LogpsModel):
+        sums, mean_logits = model(batch)
+        return SequenceLogps(sums, mean_logits)
+    return sequence_logps(model, batch, chunk)

@@ -84,6 +84,17 @@ def save_checkpoint(output_dir: Path, state: TrainState, model: torch.nn.Module,
     return final
 
 
+def remove_partial(output_dir: Path) -> int:
+    """Delete checkpoint folders left half-written by a killed run (never visible as checkpoints); returns how many."""
+    if not output_dir.exists():
+        return 0
+    partial = [p for p in output_dir.iterdir() if p.is_dir() and p.name.startswith(f".tmp-{PREFIX}")]
+    for p in partial:
+        shutil.rmtree(p, ignore_errors=True)
+        logger.info("removed %s, a checkpoint a killed run did not finish writing", p)
+    return len(partial)
+
+
 def list_checkpoints(output_dir: Path) -> list[Path]:
     """Checkpoint folders, oldest first (by step)."""
     if not output_dir.exists():

@@ -15,7 +15,7 @@ from ..data.batch import LengthGroupedBatches, PreferenceBatch, collate
 from ..data.prepare import TokenizedSplit
 from ..errors import PreftuneError
 from ..losses import LossOutput, compute_weighted
-from ..models.logprobs import sequence_logps
+from ..models.logprobs import policy_logps
 from .checkpoint import TrainState
 from .metrics import MetricAccumulator, drift_values, pair_metrics
 from .reference import Reference
@@ -74,7 +74,7 @@ class BatchSource:
 
 def loss_on_batch(model: torch.nn.Module, batch: PreferenceBatch, reference: Reference, loss_cfg: LossConfig, chunk: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """The weighted mean loss of a batch (with gradients) and its per-pair metric values."""
-    policy = sequence_logps(model, batch, chunk)
+    policy = policy_logps(model, batch, chunk)
     b = batch.num_pairs
     ref = reference.logps(batch)
     lengths = batch.lengths
@@ -129,7 +129,10 @@ def optimizer_step(model: torch.nn.Module, batches: Iterator[PreferenceBatch], g
     scheduler.step()
     optimizer.zero_grad(set_to_none=True)
     metrics = acc.reduce(accelerator.gather if accelerator.num_processes > 1 else None)
-    metrics.update({"grad_norm": grad_norm, "learning_rate": lr, "num_tokens": float(tokens), "num_pairs": float(acc.count)})
+    counts = torch.tensor([float(tokens), float(acc.count)], dtype=torch.float64)
+    if accelerator.num_processes > 1:
+        counts = accelerator.reduce(counts.to(accelerator.device), reduction="sum").cpu()  # over every process
+    metrics.update({"grad_norm": grad_norm, "learning_rate": lr, "num_tokens": counts[0].item(), "num_pairs": counts[1].item()})
     return metrics
 
 

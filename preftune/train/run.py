@@ -21,10 +21,11 @@ from ..data.pipeline import LoadedData
 from ..data.prepare import prepare_data
 from ..errors import ConfigError, PreftuneError
 from ..models.loading import load_model, load_tokenizer
+from ..models.logprobs import LogpsModel
 from .artifacts import DATA_SUMMARY, DIAGNOSTICS, EVAL_PAIRS, data_summary, eval_pair_records, write_eval_pairs, write_json
 from .diagnostics import Diagnostics
 from .interrupt import GracefulInterrupt
-from .checkpoint import TrainState, latest_valid_checkpoint, load_checkpoint, save_checkpoint
+from .checkpoint import TrainState, latest_valid_checkpoint, load_checkpoint, remove_partial, save_checkpoint
 from .loop import BatchSource, NonFiniteLoss, evaluate, optimizer_step
 from .outputs import load_trainable, model_card, save_final, save_trainable, write_config
 from .progress import TrainProgress
@@ -64,9 +65,11 @@ def seed_everything(seed: int, deterministic: bool) -> None:
 
 
 def make_accelerator(cfg: RunConfig) -> Any:
+    """accelerate's Accelerator; several processes on a machine without CUDA run on CPU with gloo."""
     from accelerate import Accelerator
 
-    return Accelerator(mixed_precision=cfg.train.mixed_precision, **tracker_setup(cfg.report_to, Path(cfg.output_dir)))
+    cpu_processes = int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available()
+    return Accelerator(mixed_precision=cfg.train.mixed_precision, cpu=cpu_processes, **tracker_setup(cfg.report_to, Path(cfg.output_dir)))
 
 
 def resolve_strategy(cfg: RunConfig) -> str:
@@ -195,17 +198,20 @@ def train(cfg: RunConfig, show_progress: bool = True) -> TrainResult:
     logger.info("reference strategy: %s", strategy)
 
     optimizer, scheduler = make_optimizer(policy, cfg, total_steps)
-    policy, optimizer = accelerator.prepare(policy, optimizer)
+    model = policy  # the model itself; `policy` becomes its prepared log-prob module (DDP/FSDP-wrapped when distributed)
+    policy, optimizer = accelerator.prepare(LogpsModel(model, cfg.train.logits_chunk), optimizer)
     policy.train()
 
     # --- resume
     state = TrainState()
     resume_dir = _resume_dir(cfg, out_dir)
     if resume_dir is not None:
-        load_trainable(accelerator.unwrap_model(policy), resume_dir / "model")
+        load_trainable(accelerator.unwrap_model(policy).model, resume_dir / "model")
         state = load_checkpoint(resume_dir, optimizer, scheduler)
         logger.info("resumed from %s at step %d", resume_dir, state.step)
     main = accelerator.is_main_process
+    if main:
+        remove_partial(out_dir)
     metrics_file = MetricsFile(out_dir / "metrics.jsonl", state.step if resume_dir else None, state.metrics_lines) if main else None
     if cfg.report_to:
         accelerator.init_trackers("preftune", config=flat_config(cfg.model_dump(mode="json")))
@@ -270,7 +276,7 @@ def train(cfg: RunConfig, show_progress: bool = True) -> TrainResult:
         accelerator.wait_for_everyone()
         if main:
             state.metrics_lines = metrics_file.lines if metrics_file is not None else None
-            save_checkpoint(out_dir, state, accelerator.unwrap_model(policy), optimizer, scheduler, cfg.train.save_total_limit, save_trainable)
+            save_checkpoint(out_dir, state, accelerator.unwrap_model(policy).model, optimizer, scheduler, cfg.train.save_total_limit, save_trainable)
             write_report()
 
     with TrainProgress(total_steps, state.step, show_progress and main) as bar, GracefulInterrupt() as interrupt:
@@ -333,8 +339,7 @@ def train(cfg: RunConfig, show_progress: bool = True) -> TrainResult:
     result = TrainResult(out_dir, state.step, before, after, last, stopped_early, time.time() - t0, diagnostics.findings,
                          skipped_steps=state.skipped_steps)
     if main:
-        model = accelerator.unwrap_model(policy)
-        save_final(model, tokenizer, cfg, out_dir / "model", cfg.train.merge_adapter)
+        save_final(accelerator.unwrap_model(policy).model, tokenizer, cfg, out_dir / "model", cfg.train.merge_adapter)
         summary = {k: summary_of_data[k] for k in ("train_pairs", "eval_pairs", "format", "errors", "removed", "truncation")}
         (out_dir / "README.md").write_text(model_card(cfg, summary, {k: v for k, v in before.items() if k in SUMMARY_KEYS},
                                                       {k: v for k, v in after.items() if k in SUMMARY_KEYS}, last))

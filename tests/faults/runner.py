@@ -62,7 +62,7 @@ def run_until(config: Path, out: Path, log: Path, kill: Kill | None, timeout: fl
                     proc.send_signal(signal.SIGKILL)
                     proc.wait()
                     return f"killed during steps after {kill.after_steps} logged (+{kill.delay:.3f} s)"
-                if any(p.name.startswith(".tmp-checkpoint-") for p in out.iterdir()):
+                if out.exists() and any(p.name.startswith(".tmp-checkpoint-") for p in out.iterdir()):
                     proc.send_signal(signal.SIGKILL)
                     proc.wait()
                     return f"killed during a checkpoint write after {kill.after_steps} logged"

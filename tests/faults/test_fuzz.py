@@ -19,7 +19,8 @@ from preftune.errors import PreftuneError
 FIELDS = ["prompt", "chosen", "rejected", "completion", "label", "messages", "id", "weight", "score_chosen", "score_rejected",
           "confidence", "role", "content", "text", "question", "answer"]
 TRIED = {"records": 0, "files": 0, "configs": 0, "overrides": 0}
-SETTINGS = dict(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+OUTCOMES = {"accepted": 0, "refused with a preftune error": 0}
+SETTINGS = dict(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 
 scalars = st.one_of(st.none(), st.booleans(), st.integers(-10**6, 10**6), st.floats(allow_nan=True, allow_infinity=True),
                     st.text(max_size=30))
@@ -28,16 +29,47 @@ messages = st.lists(st.fixed_dictionaries({"role": st.sampled_from(["user", "ass
 values = st.recursive(st.one_of(scalars, messages), lambda inner: st.one_of(st.lists(inner, max_size=3),
                                                                              st.dictionaries(st.sampled_from(FIELDS), inner, max_size=3)), max_leaves=8)
 records = st.dictionaries(st.one_of(st.sampled_from(FIELDS), st.text(max_size=8)), values, max_size=6)
+
+
+@st.composite
+def near_valid(draw: Any) -> dict[str, Any]:
+    """A valid pair (standard, conversational or unpaired) with a few fields dropped, replaced or added."""
+    kind = draw(st.sampled_from(["standard", "conversational", "implicit", "unpaired"]))
+    text = st.text(min_size=0, max_size=25)
+    if kind == "standard":
+        rec: dict[str, Any] = {"prompt": draw(text), "chosen": draw(text), "rejected": draw(text)}
+    elif kind == "conversational":
+        turn = lambda role: [{"role": role, "content": draw(text)}]  # noqa: E731
+        rec = {"prompt": turn("user"), "chosen": turn("assistant"), "rejected": turn("assistant")}
+    elif kind == "implicit":
+        rec = {"chosen": [{"role": "user", "content": draw(text)}, {"role": "assistant", "content": draw(text)}],
+               "rejected": [{"role": "user", "content": draw(text)}, {"role": "assistant", "content": draw(text)}]}
+    else:
+        rec = {"prompt": draw(text), "completion": draw(text), "label": draw(st.one_of(st.booleans(), scalars))}
+    for _ in range(draw(st.integers(0, 2))):
+        key = draw(st.sampled_from(FIELDS))
+        action = draw(st.sampled_from(["drop", "replace", "add"]))
+        if action == "drop":
+            rec.pop(key, None)
+        else:
+            rec[key] = draw(values)
+    return rec
+
+
+records = st.one_of(records, near_valid(), near_valid())
 lines = st.one_of(records.map(json.dumps), st.text(max_size=40), st.binary(max_size=40).map(lambda b: b.decode("latin-1")),
                   st.lists(records, max_size=2).map(json.dumps))
 
 
 def expect_preftune_error(fn: Any, *args: Any) -> Any:
     try:
-        return fn(*args)
+        out = fn(*args)
     except PreftuneError as e:
         assert str(e).strip(), "a preftune error without a message"
+        OUTCOMES["refused with a preftune error"] += 1
         return None
+    OUTCOMES["accepted"] += 1
+    return out
 
 
 @settings(**SETTINGS)
@@ -62,7 +94,7 @@ def test_random_bytes_in_any_file_type(suffix: str, blob: bytes, on_error: str) 
 
 @settings(**SETTINGS)
 @given(st.lists(records, min_size=1, max_size=5))
-def test_json_array_records_then_tokenize(recs: list[dict[str, Any]], smol_tokenizer: Any) -> None:
+def test_json_array_records_then_tokenize(smol_tokenizer: Any, recs: list[dict[str, Any]]) -> None:
     with tempfile.TemporaryDirectory() as d:
         path = Path(d) / "data.json"
         path.write_text(json.dumps(recs))
@@ -103,4 +135,5 @@ def test_random_overrides(overrides: list[str]) -> None:
 
 
 def test_zz_report_counts() -> None:
-    print(f"fuzz cases tried: {TRIED} (total {sum(TRIED.values())})")
+    print(f"fuzz cases tried: {TRIED} (total {sum(TRIED.values())}); outcomes: {OUTCOMES}")
+    assert OUTCOMES["accepted"] > 0 and OUTCOMES["refused with a preftune error"] > 0

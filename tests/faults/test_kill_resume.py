@@ -58,6 +58,7 @@ def test_killed_runs_resume_to_the_uninterrupted_result(tmp_path: Path, tiny_mod
         steps = [m["step"] for m in metrics(out) if "loss" in m]
         assert steps == list(range(1, STEPS + 1)), f"schedule {seed}: train steps logged {steps} ({outcomes})"
         assert all(m["loss"] == want_losses[m["step"]] for m in metrics(out) if "loss" in m)
+        assert not list(out.glob(".tmp-checkpoint-*")), f"schedule {seed}: half-written checkpoints left behind"
         evals = [m["step"] for m in metrics(out) if "eval/loss" in m]
         assert len(evals) == len(set(evals)), f"schedule {seed}: duplicated evaluations {evals}"
     kinds = " ".join(report)
