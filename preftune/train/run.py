@@ -311,7 +311,7 @@ def train(cfg: RunConfig, show_progress: bool = True) -> TrainResult:
                 if _should_stop(state, after, cfg):
                     bar.message(f"early stopping at step {state.step}: eval/rewards/margins has not risen for {state.evals_without_improvement} evaluation(s)")
                     stopped_early = True
-            if interrupt.requested:
+            if _any_process(interrupt.requested, accelerator):
                 if state.step % cfg.train.log_every:
                     log(metrics, state.step)  # the step it stops at is always logged
                 checkpoint()
@@ -352,6 +352,14 @@ def train(cfg: RunConfig, show_progress: bool = True) -> TrainResult:
     if cfg.report_to:
         accelerator.end_training()
     return result
+
+
+def _any_process(flag: bool, accelerator: Any) -> bool:
+    """`flag` on any process (one small collective when distributed, so every rank takes the same branch)."""
+    if accelerator.num_processes == 1:
+        return flag
+    total = accelerator.reduce(torch.tensor([float(flag)], device=accelerator.device), reduction="sum")
+    return bool(total.item() > 0)
 
 
 def _should_stop(state: TrainState, ev: dict[str, float], cfg: RunConfig) -> bool:
