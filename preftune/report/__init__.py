@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
+
+from ..train.artifacts import write_text_atomic
 
 from .collect import RunView, collect
 from .html import render
@@ -20,9 +21,7 @@ def write_report(run_dir: Path | str, pngs: bool = True) -> Path:
     markers = diagnostic_steps(view.train_rows, view.eval_rows, view.diagnostics)
     written = write_pngs(charts, markers, view.run_dir / "plots") if pngs else []
     page = view.run_dir / REPORT
-    tmp = page.with_name(f".{REPORT}.tmp")
-    tmp.write_text(render(view, charts, markers, [p.name for p in written]), encoding="utf-8")
-    os.replace(tmp, page)
+    write_text_atomic(page, render(view, charts, markers, [p.name for p in written]))
     return page
 
 

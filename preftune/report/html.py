@@ -11,6 +11,7 @@ import yaml
 
 from ..losses import REGISTRY, loss_params
 from .collect import RunView
+from .panels import DEFAULT_COLOR, KIND_COLORS, OTHER_KIND_COLOR, SERIES_COLORS
 
 HEADLINE = ("eval/rewards/accuracies", "eval/rewards/margins", "eval/loss", "eval/rewards/chosen", "eval/rewards/rejected", "eval/logps/chosen")
 SLIDERS = (("pc", "log πθ(y_w)  policy, chosen", -300, 0, 0.1), ("pr", "log πθ(y_l)  policy, rejected", -300, 0, 0.1),
@@ -164,10 +165,10 @@ def render(view: RunView, charts: list[dict[str, Any]], markers: dict[str, list[
     sub = (f"model <code>{_e(model.get('name_or_path'))}</code> · loss <b>{_e(loss.get('name'))}</b> (β = {run_beta(cfg):g}) · "
            f"{'LoRA r=' + _e(lora.get('r')) if lora.get('enabled') else 'full fine-tuning'} · {status}")
     payload = {"charts": charts, "markers": markers,
+               "colors": {"series": SERIES_COLORS, "default": DEFAULT_COLOR, "kinds": KIND_COLORS, "other_kind": OTHER_KIND_COLOR},
                "explorer": {"losses": explorer_specs(), "current": loss.get("name"), "start": explorer_start(view)}}
     data_json = json.dumps(payload).replace("</", "<\\/")
-    kinds = "".join(f'<span><i style="background:{c}"></i>{_e(k)}</span>' for k, c in
-                    (("chosen_likelihood_falling", "#bf8700"), ("flat_margins", "#8250df"), ("length_bias", "#d1242f"), ("drift", "#57606a")) if k in markers)
+    kinds = "".join(f'<span><i style="background:{KIND_COLORS.get(k, OTHER_KIND_COLOR)}"></i>{_e(k)}</span>' for k in markers)
     pngs = ", ".join(f'<code>plots/{_e(n)}</code>' for n in png_names)
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">

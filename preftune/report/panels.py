@@ -6,6 +6,12 @@ from dataclasses import dataclass
 from typing import Any
 
 
+SERIES_COLORS = {"rewards/chosen": "#1a7f37", "logps/chosen": "#1a7f37", "rewards/rejected": "#cf222e", "logps/rejected": "#cf222e"}
+DEFAULT_COLOR = "#0969da"
+KIND_COLORS = {"chosen_likelihood_falling": "#bf8700", "flat_margins": "#8250df", "length_bias": "#d1242f", "drift": "#57606a"}
+OTHER_KIND_COLOR = "#57606a"
+
+
 @dataclass(frozen=True)
 class Panel:
     """One chart: an id, a title, a y-axis label and the metric names it draws (train and `eval/` each)."""

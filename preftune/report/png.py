@@ -5,9 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-COLORS = {"rewards/chosen": "#1a7f37", "logps/chosen": "#1a7f37", "rewards/rejected": "#cf222e", "logps/rejected": "#cf222e"}
-DEFAULT = "#0969da"
-KIND_COLORS = {"chosen_likelihood_falling": "#bf8700", "flat_margins": "#8250df", "length_bias": "#d1242f", "drift": "#57606a"}
+from .panels import DEFAULT_COLOR, KIND_COLORS, OTHER_KIND_COLOR, SERIES_COLORS
 
 
 def write_pngs(charts: list[dict[str, Any]], markers: dict[str, list[int]], folder: Path) -> list[Path]:
@@ -23,14 +21,14 @@ def write_pngs(charts: list[dict[str, Any]], markers: dict[str, list[int]], fold
         fig, ax = plt.subplots(figsize=(6.4, 3.6), dpi=110)
         for line in chart["series"]:
             xs, ys = zip(*line["points"])
-            style = dict(color=COLORS.get(line["metric"], DEFAULT), linewidth=1.6)
+            style = dict(color=SERIES_COLORS.get(line["metric"], DEFAULT_COLOR), linewidth=1.6)
             if line["split"] == "eval":
                 ax.plot(xs, ys, linestyle="--", marker="o", markersize=3.5, label=line["label"], **style)
             else:
                 ax.plot(xs, ys, label=line["label"], **style)
         for kind, steps in markers.items():
             if steps:
-                ax.axvline(steps[0], color=KIND_COLORS.get(kind, "#57606a"), linestyle=":", linewidth=1.2, label=f"{kind} (from step {steps[0]})")
+                ax.axvline(steps[0], color=KIND_COLORS.get(kind, OTHER_KIND_COLOR), linestyle=":", linewidth=1.2, label=f"{kind} (from step {steps[0]})")
         ax.set_title(chart["title"], fontsize=11)
         ax.set_xlabel("step")
         ax.set_ylabel(chart["ylabel"])

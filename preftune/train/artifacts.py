@@ -17,11 +17,15 @@ DIAGNOSTICS = "diagnostics.json"
 TEXT_LIMIT = 4000  # characters of each text kept in eval_pairs.jsonl
 
 
-def write_json(path: Path, value: Any) -> None:
-    """Write JSON atomically (temporary file, then rename), so a reader never sees half a file."""
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write a text file through a temporary file and a rename, so a reader never sees half of it."""
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(value, indent=1))
+    tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, path)
+
+
+def write_json(path: Path, value: Any) -> None:
+    write_text_atomic(path, json.dumps(value, indent=1))
 
 
 def length_stats(values: list[int]) -> dict[str, float]:
@@ -61,6 +65,4 @@ def eval_pair_records(split: TokenizedSplit, per_pair: dict[str, list[float]], s
 
 
 def write_eval_pairs(path: Path, records: list[dict[str, Any]]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text("".join(json.dumps(r) + "\n" for r in records))
-    os.replace(tmp, path)
+    write_text_atomic(path, "".join(json.dumps(r) + "\n" for r in records))

@@ -7,6 +7,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from .artifacts import write_text_atomic
+
 
 def tracker_setup(report_to: list[str], output_dir: Path) -> dict[str, Any]:
     """Keyword arguments for `Accelerator(...)`; MLflow defaults to a local file store inside the run folder."""
@@ -44,9 +46,7 @@ class MetricsFile:
         if resume_step is not None and path.exists():
             lines = [line for line in path.read_text().splitlines() if _step_of(line) is not None]
             kept = lines[:keep_lines] if keep_lines is not None else [line for line in lines if _step_of(line) <= resume_step]
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text("".join(line + "\n" for line in kept))
-        os.replace(tmp, path)
+        write_text_atomic(path, "".join(line + "\n" for line in kept))
         self.lines = len(kept)
 
     def write(self, record: dict[str, Any]) -> None:

@@ -3,8 +3,7 @@
 (function () {
   const DATA = JSON.parse(document.getElementById("run-data").textContent);
   const SVG = "http://www.w3.org/2000/svg";
-  const COLORS = { "rewards/chosen": "#1a7f37", "logps/chosen": "#1a7f37", "rewards/rejected": "#cf222e", "logps/rejected": "#cf222e" };
-  const KIND_COLORS = { chosen_likelihood_falling: "#bf8700", flat_margins: "#8250df", length_bias: "#d1242f", drift: "#57606a" };
+  const color = (metric) => DATA.colors.series[metric] || DATA.colors.default;
   const el = (tag, attrs, parent) => {
     const e = document.createElementNS(SVG, tag);
     for (const [k, v] of Object.entries(attrs || {})) e.setAttribute(k, v);
@@ -48,17 +47,17 @@
     el("text", { x: 12, y: (m.t + H - m.b) / 2, class: "axis", "text-anchor": "middle", transform: `rotate(-90 12 ${(m.t + H - m.b) / 2})` }, svg).textContent = chart.ylabel;
     // diagnostics: a strip at the top over the steps where each fired, a dotted line where it first fired
     Object.entries(DATA.markers).forEach(([kind, steps], k) => {
-      const color = KIND_COLORS[kind] || "#57606a";
+      const kindColor = DATA.colors.kinds[kind] || DATA.colors.other_kind;
       const w = Math.max(2, (W - m.l - m.r) / Math.max(1, x1 - x0));
-      for (const s of steps) el("rect", { x: X(s) - w / 2, y: m.t - 12 + k * 4, width: w, height: 3, fill: color, class: "marker" }, svg);
-      if (steps.length) el("line", { x1: X(steps[0]), x2: X(steps[0]), y1: m.t, y2: H - m.b, stroke: color, "stroke-dasharray": "2 3", class: "marker" }, svg);
+      for (const s of steps) el("rect", { x: X(s) - w / 2, y: m.t - 12 + k * 4, width: w, height: 3, fill: kindColor, class: "marker" }, svg);
+      if (steps.length) el("line", { x1: X(steps[0]), x2: X(steps[0]), y1: m.t, y2: H - m.b, stroke: kindColor, "stroke-dasharray": "2 3", class: "marker" }, svg);
     });
     for (const s of chart.series) {
-      const color = COLORS[s.metric] || "#0969da";
+      const stroke = color(s.metric);
       const d = s.points.map((p, i) => `${i ? "L" : "M"}${X(p[0]).toFixed(1)},${Y(p[1]).toFixed(1)}`).join("");
-      el("path", { d, class: `series ${s.split}`, stroke: color, "data-label": s.label, "data-points": s.points.length }, svg);
+      el("path", { d, class: `series ${s.split}`, stroke, "data-label": s.label, "data-points": s.points.length }, svg);
       if (s.split === "eval" || s.points.length === 1) {
-        for (const p of s.points) el("circle", { cx: X(p[0]), cy: Y(p[1]), r: 3, fill: color, class: "dot" }, svg);
+        for (const p of s.points) el("circle", { cx: X(p[0]), cy: Y(p[1]), r: 3, fill: stroke, class: "dot" }, svg);
       }
     }
     const legend = document.createElement("div");
@@ -66,7 +65,7 @@
     for (const s of chart.series) {
       const item = document.createElement("span");
       item.className = `key ${s.split}`;
-      item.style.setProperty("--c", COLORS[s.metric] || "#0969da");
+      item.style.setProperty("--c", color(s.metric));
       item.textContent = s.label.replace(/^train /, "train · ").replace(/^eval /, "held-out · ");
       legend.appendChild(item);
     }
