@@ -1,4 +1,4 @@
-"""The `preftune` command: train, precompute-ref, data inspect, losses, report."""
+"""The `preftune` command: train, precompute-ref, data inspect, losses, report, eval, iterate."""
 
 from __future__ import annotations
 
@@ -44,6 +44,29 @@ def build_parser() -> argparse.ArgumentParser:
     rep = sub.add_parser("report", help="write RUN_DIR/report.html (self-contained) and RUN_DIR/plots/*.png for a training run")
     rep.add_argument("run_dir", help="the output_dir of a preftune train run")
     rep.add_argument("--open", action="store_true", help="open the report in the default browser")
+
+    ev = sub.add_parser("eval", help="held-out preference accuracy, margins and length breakdown; optional generation, KL and judge",
+                        description="Evaluate a model on preference pairs. --model: a Hugging Face folder, a LoRA adapter folder, a preftune "
+                        "run folder, a .gguf file, or smollm2-135m-instruct. The reference is --reference, else an adapter's base, else a "
+                        "run's start model, else none (the model's own log-probs are compared).")
+    ev.add_argument("--model", required=True)
+    ev.add_argument("--data", required=True, nargs="+", help="preference pairs (any format preftune train reads)")
+    ev.add_argument("--reference", help="reference model (folder, .gguf, or smollm2-135m-instruct)")
+    ev.add_argument("--no-reference", action="store_true", help="compare the model's own log-probs even when a reference is implied")
+    ev.add_argument("--config", help="YAML config: its data (recipe, mapping, lengths) and generation sections apply")
+    ev.add_argument("--beta", type=float, help="β of the implicit reward (default: the config's loss β, 0.1)")
+    ev.add_argument("--max-pairs", type=int, help="evaluate the first N pairs only")
+    ev.add_argument("--batch-size", type=int, default=8)
+    ev.add_argument("--generate", action="store_true", help="also sample responses to the held-out prompts (generation section of the config)")
+    ev.add_argument("--judge", help="module:function judge for rewards / win rates (implies --generate)")
+    ev.add_argument("--judge-args", help="JSON object of keyword arguments for the judge, e.g. '{\"max_words\": 50}'")
+    ev.add_argument("--output-dir", help="where eval.json and samples.jsonl go (default RUN/eval for a run folder, else runs/eval)")
+    ev.add_argument("--json", action="store_true", help="print one JSON object")
+    ev.add_argument("overrides", nargs="*", help="KEY=VALUE config overrides, e.g. generation.max_new_tokens=64")
+
+    itr = sub.add_parser("iterate", help="on-policy DPO: rounds of sample, judge, pair best vs worst, train, evaluate (resumable)")
+    itr.add_argument("config", nargs="?", help="YAML config with an iterate section")
+    itr.add_argument("overrides", nargs="*")
     return parser
 
 
@@ -53,7 +76,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if extra:  # positionals given after options (data inspect FILE --model M data.x=y)
         if args.command == "data":
             args.paths += extra
-        elif args.command in ("train", "precompute-ref") and not any(e.startswith("-") for e in extra):
+        elif args.command in ("train", "precompute-ref", "iterate", "eval") and not any(e.startswith("-") for e in extra):
             args.overrides += extra
         else:
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
@@ -130,7 +153,80 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"report": cmd_report, "train": cmd_train, "precompute-ref": cmd_precompute, "data": cmd_data, "losses": cmd_losses}
+def cmd_eval(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    import torch
+
+    from .config import JudgeConfig, load_config
+    from .errors import ConfigError
+    from .evaluate.models import load_eval_models, resolve_run_folder
+    from .evaluate.run import EvalSettings, run_eval
+
+    cfg = load_config(args.config, args.overrides)
+    judge = None
+    if args.judge:
+        try:
+            judge_args = json.loads(args.judge_args) if args.judge_args else {}
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"--judge-args: not valid JSON ({e.msg}). Fix: pass an object, e.g. '{{\"max_words\": 50}}'.") from None
+        if not isinstance(judge_args, dict):
+            raise ConfigError("--judge-args: must be a JSON object of keyword arguments.")
+        judge = JudgeConfig(name=args.judge, args=judge_args)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    models = load_eval_models(args.model, args.reference, cfg.model.dtype, device, reference_free=args.no_reference)
+    if args.output_dir:
+        out = Path(args.output_dir)
+    else:
+        folder, start = resolve_run_folder(args.model)
+        out = Path(folder).parent / "eval" if start is not None else Path("runs/eval")
+    settings = EvalSettings(beta=args.beta or cfg.loss.resolved_beta(), max_pairs=args.max_pairs, batch_size=args.batch_size,
+                            generate=args.generate or judge is not None, judge=judge, show_progress=not args.json)
+    data = args.data[0] if len(args.data) == 1 else args.data
+    result = run_eval(models, data, cfg, settings, out)
+    print(json.dumps(result) if args.json else render_eval(result))
+    return 0
+
+
+def render_eval(result: dict) -> str:
+    """The eval result as a few readable lines."""
+    p = result["preference"]
+    f = lambda v: f"{v:.4f}" if isinstance(v, float) else str(v)  # noqa: E731
+    lines = [f"model: {result['model']}   reference: {result['reference'] or 'none (own log-probs)'}   β = {result['beta']}",
+             f"pairs: {p['pairs']}   accuracy: {f(p['rewards/accuracies'])}   margin: {f(p['rewards/margins'])}   "
+             f"per-token accuracy: {f(p['accuracy_per_token'])}"]
+    if "logratios/chosen" in p:
+        lines.append(f"log-ratios  chosen: {f(p['logratios/chosen'])}   rejected: {f(p['logratios/rejected'])}")
+    lines.append(f"length bias  prefers longer: {f(p['prefers_longer'])}   corr(margin, length diff): {f(p['margin_length_correlation'])}")
+    for name, g in p["by_length"].items():
+        lines.append(f"  {name:15s} pairs {g['pairs']:5d}   accuracy {f(g['rewards/accuracies'])}   margin {f(g['rewards/margins'])}")
+    g = result.get("generation")
+    if g:
+        ln = g["length_tokens"]
+        lines.append(f"generation  prompts {g['prompts']}  samples {g['samples']}  length mean {f(ln.get('mean'))}  median {f(ln.get('median'))}  "
+                     f"truncated {f(ln.get('truncated_fraction'))}")
+        if "kl" in g:
+            lines.append(f"  KL(policy ‖ reference) ≈ {f(g['kl']['estimate'])} ± {f(g['kl']['stderr'])} nats per response")
+        if "judge" in g:
+            lines.append("  judge " + "  ".join(f"{k}: {f(v)}" for k, v in g["judge"].items()))
+    if "files" in result:
+        lines.append("written: " + ", ".join(result["files"].values()))
+    return "\n".join(lines)
+
+
+def cmd_iterate(args: argparse.Namespace) -> int:
+    from .config import load_config
+    from .iterate.rounds import iterate
+
+    cfg = load_config(args.config, args.overrides)
+    summaries = iterate(cfg)
+    for s in summaries:
+        pairs = s.get("sampling", {}).get("pairs", "")
+        print(f"round {s['round']}: greedy judge mean {s['greedy_judge_mean']:.4f}" + (f"  (pairs {pairs})" if pairs != "" else ""))
+    return 0
+
+
+COMMANDS = {"eval": cmd_eval, "iterate": cmd_iterate, "report": cmd_report, "train": cmd_train, "precompute-ref": cmd_precompute, "data": cmd_data, "losses": cmd_losses}
 
 if __name__ == "__main__":
     raise SystemExit(main())

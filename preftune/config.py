@@ -157,6 +157,37 @@ class TrainConfig(Section):
     max_skipped_steps: int = Field(10, ge=0, description="with on_nonfinite: skip, stop after this many skipped steps")
 
 
+class GenerationConfig(Section):
+    max_new_tokens: int = Field(128, gt=0, description="tokens generated per response at most")
+    do_sample: bool = Field(True, description="sample (true) or greedy decoding (false)")
+    temperature: float = Field(1.0, gt=0, description="sampling temperature (1.0 keeps the KL estimate unbiased)")
+    top_p: float = Field(1.0, gt=0, le=1, description="nucleus sampling mass")
+    top_k: int = Field(0, ge=0, description="sample from the k most likely tokens (0: all)")
+    num_samples: int = Field(1, ge=1, description="responses per prompt")
+    batch_size: int = Field(16, ge=1, description="prompts per generation batch")
+    max_prompts: int | None = Field(None, gt=0, description="generate for the first N held-out prompts only")
+    seed: int = Field(0, description="sampling seed")
+
+
+class JudgeConfig(Section):
+    name: str = Field("preftune.judges:arithmetic_exact_match", description="module:function scoring one response (prompt, response) -> float "
+                      "or comparing two (prompt, a, b) -> 0 | 1 | 0.5")
+    kind: Literal["auto", "reward", "pairwise"] = Field("auto", description="auto: from the number of required arguments (2 reward, 3 pairwise)")
+    args: dict[str, Any] = Field(default_factory=dict, description="keyword arguments passed on every call, e.g. {max_words: 50}")
+
+
+class IterateConfig(Section):
+    rounds: int = Field(3, ge=1, description="on-policy rounds: sample, judge, pair, train, evaluate")
+    prompts: str = Field("builtin:arithmetic", description="prompts to sample on: builtin:arithmetic, or a JSONL/data file with a prompt field")
+    eval_prompts: str | None = Field(None, description="held-out prompts for the greedy evaluation (builtin:arithmetic draws new questions)")
+    prompts_per_round: int = Field(64, ge=1, description="prompts sampled each round (taken in turn from `prompts`)")
+    num_eval_prompts: int = Field(100, ge=1, description="held-out prompts scored with greedy decoding after each round")
+    samples_per_prompt: int = Field(4, ge=2, description="K responses sampled per prompt; the best and worst become a pair")
+    reference: Literal["previous", "original"] = Field("previous", description="each round's reference: the previous round's model or the start model")
+    judge: JudgeConfig = Field(default_factory=JudgeConfig)
+    seed: int = Field(0, description="seed of prompt order and builtin questions")
+
+
 class RunConfig(Section):
     model: ModelConfig = Field(default_factory=ModelConfig)
     diagnostics: DiagnosticsConfig = Field(default_factory=DiagnosticsConfig)
@@ -168,6 +199,8 @@ class RunConfig(Section):
     report_to: list[Literal["tensorboard", "mlflow", "wandb"]] = Field(default_factory=list)
     resume_from: str | None = Field(None, description="auto (latest checkpoint in output_dir) or a checkpoint folder")
     report: bool = Field(True, description="write OUTPUT/report.html (and plots/*.png) at the end and at each checkpoint")
+    generation: GenerationConfig = Field(default_factory=GenerationConfig)
+    iterate: IterateConfig = Field(default_factory=IterateConfig)
 
     @model_validator(mode="after")
     def _reference_fits_loss(self) -> "RunConfig":

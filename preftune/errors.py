@@ -17,3 +17,7 @@ class DataError(PreftuneError):
 
 class ModelError(PreftuneError):
     """A model could not be loaded or set up as asked."""
+
+
+class JudgeError(PreftuneError):
+    """A judge could not be loaded, or failed or answered out of range on a response."""

@@ -40,3 +40,18 @@ def arithmetic_records(n: int, seed: int = 0, conversational: bool = True) -> li
         rec["id"] = f"arith-{seed}-{len(records)}"
         records.append(rec)
     return records
+
+
+def arithmetic_questions(n: int, seed: int = 0, exclude: frozenset[str] | set[str] = frozenset()) -> list[str]:
+    """`n` distinct questions "What is A op B?" (A, B in 10..99), none of them in `exclude`."""
+    rng = random.Random(seed)
+    out: list[str] = []
+    seen = set(exclude)
+    if n > 2 * 90 * 90 - len(seen):
+        raise ValueError(f"only {2 * 90 * 90} distinct arithmetic questions exist; asked for {n} beyond {len(seen)} excluded")
+    while len(out) < n:
+        q = arithmetic_question(rng.randint(10, 99), rng.choice(OPERATIONS), rng.randint(10, 99))
+        if q not in seen:
+            seen.add(q)
+            out.append(q)
+    return out

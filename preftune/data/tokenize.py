@@ -73,6 +73,19 @@ class PairTokenizer:
             self.counts["prompt end merged into response"] += 1
         return self.truncate(p[:boundary], self._close(fc[boundary:]), self._close(fr[boundary:]), ex.weight)
 
+    def prompt_ids(self, prompt: Text) -> list[int]:
+        """The ids a response to `prompt` is generated after: exactly the prompt part of a pair built from it (template
+        with generation prompt for message lists, plain text otherwise), with `max_prompt_length` applied."""
+        if self._use_template(isinstance(prompt, list)):
+            ids = self._single_bos(self._template(_as_messages(prompt, "user"), generation_prompt=True))
+        else:
+            ids = self._single_bos(self._encode(_flat(prompt)))
+        limit = self.settings.max_prompt_length
+        if limit is not None and len(ids) > limit:
+            keep_bos = self.bos is not None and ids[:1] == [self.bos]
+            ids = ([self.bos] if keep_bos else []) + ids[len(ids) - (limit - int(keep_bos)):]
+        return ids
+
     def unpaired(self, ex: UnpairedExample) -> TokenizedPair | None:
         """An unpaired example as a pair whose `rejected` is empty (KTO batches use `chosen` only)."""
         pair = PreferencePair(ex.prompt, ex.completion, ex.completion if isinstance(ex.completion, str) else list(ex.completion), weight=ex.weight)

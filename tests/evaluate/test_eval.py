@@ -1,0 +1,230 @@
+"""`preftune eval`: preference metrics, the reference it picks, generation, KL estimate, judges, the CLI's JSON."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from preftune.cli import main
+from preftune.config import GenerationConfig, JudgeConfig, RunConfig
+from preftune.data.tokenize import TokenizedPair
+from preftune.errors import JudgeError
+from preftune.evaluate.generation import Sample, generate, kl_estimate, length_stats
+from preftune.evaluate.judges import load_judge, win_rate
+from preftune.evaluate.models import load_eval_models
+from preftune.evaluate.preference import PairScores, preference_summary
+from preftune.evaluate.run import sample_pairs
+from preftune.evaluate.scoring import pair_logps
+from preftune.train.run import train
+
+from ..conftest import write_jsonl
+from ..train.helpers import tiny_config, toy_data
+
+J = "tests.evaluate.judges_for_tests"
+
+
+def t(*v: float) -> torch.Tensor:
+    return torch.tensor(v, dtype=torch.float64)
+
+
+# ------------------------------------------------------------------ pure metrics
+
+def test_preference_summary_counts_ties_half_and_splits_by_length() -> None:
+    s = PairScores(policy_chosen=t(-1, -2, -3, -4), policy_rejected=t(-2, -2, -1, -5), reference_chosen=t(0, 0, 0, 0),
+                   reference_rejected=t(0, 0, 0, 0), chosen_lengths=t(10, 10, 5, 20), rejected_lengths=t(5, 10, 10, 10))
+    out = preference_summary(s, beta=0.5)
+    # margins (β·Δ): +0.5, 0 (tie), -1.0, +0.5 -> accuracy (1 + 0.5 + 0 + 1) / 4
+    assert out["rewards/accuracies"] == pytest.approx(0.625)
+    assert out["rewards/margins"] == pytest.approx((0.5 + 0 - 1.0 + 0.5) / 4)
+    assert out["logratios/chosen"] == pytest.approx(-2.5)
+    by = out["by_length"]
+    assert (by["chosen_longer"]["pairs"], by["similar_length"]["pairs"], by["chosen_shorter"]["pairs"]) == (2, 1, 1)
+    assert by["chosen_longer"]["rewards/accuracies"] == 1.0 and by["chosen_shorter"]["rewards/accuracies"] == 0.0
+    # pairs of different length: 0 (chosen longer, preferred), 2 (chosen shorter, rejected preferred), 3 (chosen longer, preferred)
+    assert out["prefers_longer"] == pytest.approx(1.0)
+    assert out["margin_length_correlation"] > 0.9
+
+
+def test_preference_summary_without_reference_uses_own_logps() -> None:
+    s = PairScores(t(-1, -5), t(-3, -2), None, None, t(2, 2), t(2, 2))
+    out = preference_summary(s, beta=0.1)
+    assert out["rewards/accuracies"] == 0.5 and "logratios/chosen" not in out
+    assert out["rewards/chosen"] == pytest.approx(0.1 * -3)
+
+
+def test_kl_estimate_and_length_stats() -> None:
+    gen = GenerationConfig()
+    kl = kl_estimate(t(-1, -2, -3), t(-2, -2, -5), gen)
+    assert kl["estimate"] == pytest.approx(1.0) and "note" not in kl
+    assert "note" in kl_estimate(t(-1), t(-1), GenerationConfig(temperature=0.7))
+    st = length_stats([Sample(0, 0, [1, 2, 3], True), Sample(0, 1, [1], False)])
+    assert st["mean"] == 2 and st["max"] == 3 and st["truncated_fraction"] == 0.5
+
+
+def test_sample_pairs_cover_every_sample_once() -> None:
+    samples = [Sample(0, 0, [1], True), Sample(0, 1, [2], True), Sample(0, 2, [3], True), Sample(1, 0, [4], True)]
+    pairs, slots = sample_pairs([[9], [8]], samples)
+    assert slots == [(0, 1), (2, 2), (3, 3)]
+    assert pairs[1] == TokenizedPair([9], [3], [3]) and pairs[2].prompt == [8]
+
+
+# ------------------------------------------------------------------ models: log-probs, reference choice, generation
+
+def manual_logp(model: torch.nn.Module, prompt: list[int], response: list[int]) -> float:
+    ids = torch.tensor([prompt + response])
+    with torch.no_grad():
+        logits = model(input_ids=ids).logits.double().log_softmax(-1)
+    return sum(logits[0, len(prompt) - 1 + i, tok].item() for i, tok in enumerate(response))
+
+
+def test_pair_logps_match_a_plain_forward(tiny_model_dir: Path) -> None:
+    models = load_eval_models(str(tiny_model_dir), None)
+    pairs = [TokenizedPair([1, 5, 7], [9, 2], [4, 4, 4, 2]), TokenizedPair([3] * 9, [6, 2], [8, 2])]
+    c, r = pair_logps(models.policy, pairs, models.tokenizer.pad_token_id, batch_size=2)
+    for i, p in enumerate(pairs):
+        assert c[i].item() == pytest.approx(manual_logp(models.policy, p.prompt, p.chosen), rel=1e-5)
+        assert r[i].item() == pytest.approx(manual_logp(models.policy, p.prompt, p.rejected), rel=1e-5)
+
+
+def test_greedy_generation_is_the_same_alone_and_in_a_left_padded_batch(tiny_model_dir: Path) -> None:
+    models = load_eval_models(str(tiny_model_dir), None)
+    greedy = GenerationConfig(do_sample=False, max_new_tokens=6, batch_size=4)
+    short, long = [1, 20, 30], [1, 5, 6, 7, 8, 9, 10, 11]
+    alone = generate(models.policy, models.tokenizer, [short], greedy)
+    batched = generate(models.policy, models.tokenizer, [long, short], greedy)
+    assert alone[0].ids == batched[1].ids
+    # and greedy means argmax at each step
+    ids = list(short)
+    for tok in alone[0].ids:
+        with torch.no_grad():
+            nxt = models.policy(input_ids=torch.tensor([ids])).logits[0, -1].argmax().item()
+        assert nxt == tok
+        ids.append(tok)
+
+
+def test_sampling_is_seeded(tiny_model_dir: Path) -> None:
+    models = load_eval_models(str(tiny_model_dir), None)
+    gen = GenerationConfig(max_new_tokens=5, num_samples=3, seed=3)
+    a = generate(models.policy, models.tokenizer, [[1, 2, 3], [4, 5]], gen)
+    b = generate(models.policy, models.tokenizer, [[1, 2, 3], [4, 5]], gen)
+    assert [s.ids for s in a] == [s.ids for s in b] and len(a) == 6
+    assert [(s.prompt_index, s.sample_index) for s in a] == [(0, 0), (0, 1), (0, 2), (1, 0), (1, 1), (1, 2)]
+
+
+@pytest.fixture(scope="module")
+def lora_run(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> tuple[RunConfig, Path]:
+    tmp = tmp_path_factory.mktemp("lora-run")
+    held = write_jsonl(tmp / "held.jsonl", [{"prompt": f"H{i}: pick the good word.", "chosen": f" good{i % 3}", "rejected": f" bad{i % 5} bad"}
+                                             for i in range(12)])
+    cfg = tiny_config(tmp, tiny_model_dir, "model.lora.enabled=true", "model.lora.target_modules=all-linear", f"data.eval={held}",
+                      "train.learning_rate=5e-2", "train.max_steps=6", "report=false")
+    train(cfg, show_progress=False)
+    return cfg, held
+
+
+def test_eval_of_a_run_folder_reproduces_the_runs_held_out_metrics(lora_run: tuple[RunConfig, Path], capsys: pytest.CaptureFixture[str]) -> None:
+    cfg, held = lora_run
+    run = Path(cfg.output_dir)
+    assert main(["eval", "--model", str(run), "--data", str(held), "--json", "--batch-size", "3"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    after = json.loads((run / "summary.json").read_text())["after"]
+    p = result["preference"]
+    assert result["reference"].startswith("adapter disabled")
+    assert p["pairs"] == 12
+    for key in ("rewards/accuracies", "rewards/margins", "rewards/chosen", "logps/chosen"):
+        assert p[key] == pytest.approx(after[f"eval/{key}"], rel=1e-4, abs=1e-5), key
+    assert abs(p["rewards/margins"]) > 1e-3  # training moved the policy, so this is not 0 == 0
+    assert (run / "eval" / "eval.json").exists()
+
+
+def test_eval_generation_kl_and_judges(lora_run: tuple[RunConfig, Path], capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    cfg, held = lora_run
+    out = tmp_path / "ev"
+    argv = ["eval", "--model", str(Path(cfg.output_dir) / "model"), "--data", str(held), "--json", "--judge", f"{J}:shorter_is_better",
+            "--output-dir", str(out), "generation.max_new_tokens=5", "generation.num_samples=2", "generation.max_prompts=4"]
+    assert main(argv) == 0
+    result = json.loads(capsys.readouterr().out)
+    g = result["generation"]
+    assert (g["prompts"], g["samples"]) == (4, 8)
+    samples = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
+    assert len(samples) == 8 and all({"response", "reference_response", "reward", "policy_logp", "reference_logp"} <= s.keys() for s in samples)
+    diffs = [s["policy_logp"] - s["reference_logp"] for s in samples]
+    assert g["kl"]["estimate"] == pytest.approx(sum(diffs) / len(diffs))
+    assert g["judge"]["reward_mean"] == pytest.approx(sum(-len(s["response"]) for s in samples) / 8)
+    assert 0.0 <= g["judge"]["win_rate"] <= 1.0 and g["judge"]["comparisons"] == 8
+    # with the reference being the policy itself, every log-ratio and the KL estimate are exactly 0
+    assert main(["eval", "--model", str(cfg.model.name_or_path), "--reference", str(cfg.model.name_or_path), "--data", str(held), "--json",
+                 "--generate", "--output-dir", str(tmp_path / "same"), "generation.max_new_tokens=4", "generation.max_prompts=3"]) == 0
+    same = json.loads(capsys.readouterr().out)
+    assert same["generation"]["kl"]["estimate"] == 0.0 and same["preference"]["rewards/margins"] == 0.0
+
+
+def test_eval_human_output_and_errors(tiny_model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data = toy_data(tmp_path, 6)
+    assert main(["eval", "--model", str(tiny_model_dir), "--data", str(data), "--output-dir", str(tmp_path / "o")]) == 0
+    text = capsys.readouterr().out
+    assert "reference: none" in text and "accuracy" in text and "chosen_longer" in text
+    assert main(["eval", "--model", str(tiny_model_dir), "--data", str(data), "--judge", "no_such_module:fn"]) == 2
+    assert "cannot import module 'no_such_module'" in capsys.readouterr().err
+    assert main(["eval", "--model", str(tiny_model_dir), "--data", str(data), "--judge", f"{J}:broken", "--output-dir", str(tmp_path / "b"),
+                 "generation.max_new_tokens=2"]) == 2
+    assert "judge server down" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------ judges
+
+def test_load_judge_tells_the_kind_and_refuses_bad_ones() -> None:
+    assert load_judge(JudgeConfig(name="preftune.judges:arithmetic_exact_match")).kind == "reward"
+    assert load_judge(JudgeConfig(name="preftune.judges:prefer_shorter")).kind == "pairwise"
+    assert load_judge(JudgeConfig(name="preftune.judges:keywords", args={"words": ["x"]})).kind == "reward"
+    for bad, msg in [("nocolon", "expected module:function"), ("preftune.judges:nope", "has no 'nope'"), (f"{J}:too_many", "4 required")]:
+        with pytest.raises(JudgeError, match=msg):
+            load_judge(JudgeConfig(name=bad))
+    with pytest.raises(JudgeError, match="finite number"):
+        load_judge(JudgeConfig(name=f"{J}:not_a_number")).reward("p", "r")
+
+
+def test_builtin_judges() -> None:
+    from preftune import judges
+
+    assert judges.arithmetic_exact_match("user: What is 37 + 45?", "37 + 45 = 82") == 1.0
+    assert judges.arithmetic_exact_match("What is 37 - 45?", "The answer is -8.") == 1.0
+    assert judges.arithmetic_exact_match("What is 37 + 45?", "82, no wait, 83") == 0.0
+    assert judges.arithmetic_exact_match("What is 37 + 45?", "I don't know") == 0.0
+    assert judges.arithmetic_exact_match("What is 12 * 3?", "36") == 1.0
+    assert judges.word_limit("p", "one two three", max_words=3) == 1.0 and judges.word_limit("p", "one two three", max_words=2) == 0.0
+    assert judges.keywords("p", "Sorry, I cannot", words=["sorry", "cannot", "won't"]) == pytest.approx(2 / 3)
+    assert judges.keywords("p", "Sorry", words=["sorry", "nope"], mode="any") == 1.0
+    assert judges.prefer_shorter("p", "a b", "a") == 1.0 and judges.prefer_shorter("p", "a", "b") == 0.5
+
+
+def test_win_rate_cancels_position_bias_and_counts_real_wins() -> None:
+    n = 400
+    prompts = [f"p{i}" for i in range(n)]
+    biased = load_judge(JudgeConfig(name=f"{J}:always_first"))
+    assert abs(win_rate(biased, prompts, ["a"] * n, ["b"] * n)["win_rate"] - 0.5) < 0.08
+    fair = load_judge(JudgeConfig(name=f"{J}:wants_marker"))
+    assert win_rate(fair, prompts, ["POLICY"] * n, ["ref"] * n)["win_rate"] == 1.0
+    tied = win_rate(fair, prompts, ["x"] * n, ["y"] * n)
+    assert tied["win_rate"] == 0.5 and tied["tie_rate"] == 1.0
+    assert math.isnan(win_rate(fair, [], [], [])["win_rate"])
+
+
+def test_reward_model_judge_example_loads_a_local_folder(tmp_path: Path, smol_tokenizer: object, monkeypatch: pytest.MonkeyPatch) -> None:
+    from transformers import LlamaConfig, LlamaForSequenceClassification
+
+    torch.manual_seed(0)
+    rm = LlamaForSequenceClassification(LlamaConfig(vocab_size=len(smol_tokenizer), hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                                                    num_attention_heads=2, num_key_value_heads=1, num_labels=1,
+                                                    pad_token_id=smol_tokenizer.pad_token_id))
+    rm.save_pretrained(tmp_path / "rm")
+    smol_tokenizer.save_pretrained(tmp_path / "rm")
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[2] / "examples" / "judges"))
+    judge = load_judge(JudgeConfig(name="reward_model:score", args={"path": str(tmp_path / "rm")}))
+    assert judge.kind == "reward"
+    a, b = judge.reward("Hi", "Hello there"), judge.reward("Hi", "Go away")
+    assert isinstance(a, float) and a != b and judge.reward("Hi", "Hello there") == a
