@@ -106,7 +106,8 @@ def optimizer_step(model: torch.nn.Module, batches: Iterator[PreferenceBatch], g
         sync = micro == grad_accum - 1
         ctx = accelerator.no_sync(model) if (not sync and accelerator.num_processes > 1) else contextlib.nullcontext()
         with ctx:
-            loss, values = loss_on_batch(model, batch, reference, loss_cfg, chunk)
+            with accelerator.autocast():  # the reference's forward too runs in the run's mixed precision
+                loss, values = loss_on_batch(model, batch, reference, loss_cfg, chunk)
             if not _all_finite(loss, accelerator):
                 advance()
                 for _ in range(micro + 1, grad_accum):  # the rest of the step's batches go with it
@@ -144,7 +145,8 @@ def evaluate(model: torch.nn.Module, source: BatchSource, reference: Reference, 
     model.eval()
     acc = MetricAccumulator()
     for batch in source.epoch(0):
-        _, values = loss_on_batch(model, batch, reference, loss_cfg, chunk)
+        with accelerator.autocast():
+            _, values = loss_on_batch(model, batch, reference, loss_cfg, chunk)
         acc.add(values, keep)
         if keep:
             acc.per_pair["index"].append(batch.indices.detach().cpu())

@@ -110,7 +110,7 @@ def precomputed_tables(cfg: RunConfig, live: Reference, splits: dict[str, BatchS
     for name, source in splits.items():
         key = f"{base}-{pairs_fingerprint(source.split.pairs)}-{cfg.model.dtype}"
         plain = replace(source, seed=0, shuffle=False, rank=0, world=1)  # every pair once, in the run's layout
-        with accelerator.main_process_first():
+        with accelerator.main_process_first(), accelerator.autocast():
             table, _ = precompute(live, plain.epoch(0), len(source.split.pairs), key, cache)
         tables[name] = table
     return tables
