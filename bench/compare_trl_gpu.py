@@ -183,7 +183,12 @@ def compare(name: str, args: argparse.Namespace, work: Path, peak: float) -> dic
         nonlocal n
         n += 1
         spec = {**base, "trainer": trainer, "options": options, "out": str(work / f"{name}-{n}-{trainer}")}
-        r = summarize(launch(spec, work / f"{name}-{n}.log"), args.warmup, per_pair, params, peak)
+        try:
+            r = summarize(launch(spec, work / f"{name}-{n}.log"), args.warmup, per_pair, params, peak)
+        except RuntimeError as e:  # out of memory is a result too: that configuration cannot run this batch
+            why = "out of GPU memory" if "OutOfMemoryError" in str(e) else str(e).strip().splitlines()[-1][:200]
+            print(f"[{name}] {trainer} {options or 'defaults'}: failed ({why})", flush=True)
+            return {"trainer": trainer, "options": options, "failed": why, "tokens_per_s": 0.0, "peak_gpu_gib": float("nan"), "mfu": 0.0}
         print(f"[{name}] {trainer} {options or 'defaults'}: {r['tokens_per_s']:.0f} tokens/s, {r['pairs_per_s']:.2f} pairs/s, "
               f"peak {r['peak_gpu_gib']:.2f} GiB, MFU {r['mfu']:.1%}, first loss {r['first_loss']:.4f}", flush=True)
         return r
@@ -192,6 +197,8 @@ def compare(name: str, args: argparse.Namespace, work: Path, peak: float) -> dic
     if args.trl_variants == "no-gc":
         trl_variants = [v for v in trl_variants if not v["gradient_checkpointing"]]
     tried = [go("trl", v) for v in trl_variants]
+    if all("failed" in r for r in tried):
+        raise SystemExit(f"every TRL configuration failed on {name} with batch {args.batch}")
     best = max(tried, key=lambda r: r["tokens_per_s"])
     ours = [go("preftune", v) for v in PREFTUNE_VARIANTS]
     our_best = max(ours, key=lambda r: r["tokens_per_s"])
@@ -224,8 +231,8 @@ def markdown(result: dict[str, Any]) -> str:
     lines += ["", "Configurations tried (one run each):", ""]
     for trainer in ("trl", "preftune"):
         for v in c[f"{trainer}_variants"]:
-            lines.append(f"- {trainer} {json.dumps(v['options']) if v['options'] else 'defaults'}: {v['tokens_per_s']:.0f} tokens/s, "
-                         f"peak {v['peak_gpu_gib']:.2f} GiB, MFU {v['mfu']:.1%}")
+            what = f"failed: {v['failed']}" if "failed" in v else f"{v['tokens_per_s']:.0f} tokens/s, peak {v['peak_gpu_gib']:.2f} GiB, MFU {v['mfu']:.1%}"
+            lines.append(f"- {trainer} {json.dumps(v['options']) if v['options'] else 'defaults'}: {what}")
     return "\n".join(lines) + "\n"
 
 
