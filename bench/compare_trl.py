@@ -167,9 +167,10 @@ def run_worker(spec: dict[str, Any]) -> dict[str, Any]:
 
 # ---------------------------------------------------------------- orchestration
 
-def launch(spec: dict[str, Any], log: Path) -> dict[str, Any]:
+def launch(spec: dict[str, Any], log: Path, script: str = __file__) -> dict[str, Any]:
+    """Run one worker (`script --worker SPEC`) in its own process; its log goes to `log`, its JSON result comes back."""
     env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1"}
-    proc = subprocess.run([sys.executable, __file__, "--worker", json.dumps(spec)], capture_output=True, text=True, env=env)
+    proc = subprocess.run([sys.executable, script, "--worker", json.dumps(spec)], capture_output=True, text=True, env=env)
     log.write_text(proc.stdout + proc.stderr)
     if proc.returncode != 0:
         raise RuntimeError(f"{spec['trainer']} run failed (log {log}):\n{(proc.stdout + proc.stderr)[-3000:]}")

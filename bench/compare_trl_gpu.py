@@ -19,9 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -30,7 +28,7 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from compare_trl import live_reference, useful_flops  # noqa: E402  (the same FLOP accounting as the CPU benchmark)
+from compare_trl import launch, live_reference, useful_flops  # noqa: E402  (the same FLOP accounting as the CPU benchmark)
 
 MAX_LENGTH = 512
 LLAMA_1B = dict(hidden_size=2048, intermediate_size=8192, num_hidden_layers=16, num_attention_heads=32, num_key_value_heads=8)
@@ -151,15 +149,6 @@ def run_worker(spec: dict[str, Any]) -> dict[str, Any]:
 
 # ---------------------------------------------------------------- orchestration
 
-def launch(spec: dict[str, Any], log: Path) -> dict[str, Any]:
-    env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1"}
-    proc = subprocess.run([sys.executable, __file__, "--worker", json.dumps(spec)], capture_output=True, text=True, env=env)
-    log.write_text(proc.stdout + proc.stderr)
-    if proc.returncode != 0:
-        raise RuntimeError(f"{spec['trainer']} run failed (log {log}):\n{(proc.stdout + proc.stderr)[-3000:]}")
-    return {**spec, **json.loads(proc.stdout.strip().splitlines()[-1])}
-
-
 def summarize(run: dict[str, Any], warmup: int, per_pair: dict[str, float], params: dict[str, int], peak: float) -> dict[str, Any]:
     timed = run["step_seconds"][warmup:]
     pairs_s = run["batch"] * len(timed) / sum(timed)
@@ -184,7 +173,7 @@ def compare(name: str, args: argparse.Namespace, work: Path, peak: float) -> dic
         n += 1
         spec = {**base, "trainer": trainer, "options": options, "out": str(work / f"{name}-{n}-{trainer}")}
         try:
-            r = summarize(launch(spec, work / f"{name}-{n}.log"), args.warmup, per_pair, params, peak)
+            r = summarize(launch(spec, work / f"{name}-{n}.log", __file__), args.warmup, per_pair, params, peak)
         except RuntimeError as e:  # out of memory is a result too: that configuration cannot run this batch
             why = "out of GPU memory" if "OutOfMemoryError" in str(e) else str(e).strip().splitlines()[-1][:200]
             print(f"[{name}] {trainer} {options or 'defaults'}: failed ({why})", flush=True)
