@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from preftune.data.batch import LengthGroupedBatches, collate_padded, pair_length
+from preftune.data.batch import LengthGroupedBatches, collate_padded
 from preftune.data.cache import tokenize_examples
 from preftune.data.pipeline import LoadSettings, load_examples
 from preftune.data.records import PreferencePair
@@ -47,6 +47,7 @@ def test_chat_template_for_conversational_data_has_one_bos_and_eos_closes_each_r
     bos, eos = smol_tokenizer.bos_token_id, smol_tokenizer.eos_token_id
     assert t.prompt[0] == bos and smol_tokenizer.decode(t.prompt).endswith("<|im_start|>assistant\n")
     assert smol_tokenizer.decode(t.chosen) == "7<|im_end|>" and smol_tokenizer.decode(t.rejected) == "8<|im_end|>"
+    assert t.chosen[-1] == eos and t.rejected[-1] == eos
 
 
 @pytest.mark.parametrize("mode,templated", [("always", True), ("never", False), ("auto", False)])

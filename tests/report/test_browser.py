@@ -7,7 +7,6 @@ import random
 from pathlib import Path
 from typing import Any
 
-import pytest
 import torch
 
 from preftune.losses import REGISTRY, compute_loss

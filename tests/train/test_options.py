@@ -13,7 +13,7 @@ from preftune.errors import ModelError
 from preftune.models.loading import load_model
 from preftune.train.run import train
 
-from .helpers import metrics, tiny_config, weights
+from .helpers import tiny_config, weights
 
 
 def test_early_stopping_when_held_out_margins_stop_rising(tmp_path: Path, tiny_model_dir: Path) -> None:
@@ -53,3 +53,14 @@ def test_precompute_ref_cli_writes_the_cache(tmp_path: Path, tiny_model_dir: Pat
     assert list((tmp_path / "ref").glob("*.safetensors"))
     bad = subprocess.run([sys.executable, "-m", "preftune", "precompute-ref", str(path), "loss.name=simpo"], capture_output=True, text=True, timeout=300)
     assert bad.returncode == 2 and "reference-free" in bad.stderr
+
+
+@pytest.mark.parametrize("strategy", ["separate", "precomputed"])
+def test_bf16_mixed_precision_runs_the_reference_in_the_same_precision(tmp_path: Path, tiny_model_dir: Path, strategy: str) -> None:
+    # at step 1 the policy equals the reference: computed in the same precision, every margin is exactly 0 and the
+    # loss exactly log 2; a float32 reference against a bf16-autocast policy gives margins of the order of bf16 error
+    cfg = tiny_config(tmp_path, tiny_model_dir, "train.mixed_precision=bf16", f"reference.strategy={strategy}", "train.max_steps=1",
+                      "data.eval_fraction=0.2", "report=false")
+    result = train(cfg, show_progress=False)
+    assert result.before["eval/rewards/margins"] == 0.0
+    assert result.last["rewards/margins"] == 0.0 and result.last["loss"] == pytest.approx(0.6931471805599453, abs=1e-7)

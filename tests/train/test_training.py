@@ -12,7 +12,7 @@ import torch
 
 from preftune.train.run import train
 
-from .helpers import metrics, tiny_config, train_metrics, weights
+from .helpers import tiny_config, train_metrics, weights
 
 
 def test_loss_falls_on_a_learnable_toy_preference(tmp_path: Path, tiny_model_dir: Path) -> None:
