@@ -67,7 +67,10 @@ def seed_everything(seed: int, deterministic: bool) -> None:
 def make_accelerator(cfg: RunConfig) -> Any:
     """accelerate's Accelerator; several processes on a machine without CUDA run on CPU with gloo."""
     from accelerate import Accelerator
+    from accelerate.state import AcceleratorState, GradientState
 
+    AcceleratorState._reset_state()  # a later run in the same process may ask for another precision (the process group stays)
+    GradientState._reset_state()
     cpu_processes = int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available()
     return Accelerator(mixed_precision=cfg.train.mixed_precision, cpu=cpu_processes, **tracker_setup(cfg.report_to, Path(cfg.output_dir)))
 
