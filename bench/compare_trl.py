@@ -36,18 +36,24 @@ PREFTUNE_VARIANTS = [{}, {"reference.strategy": "precomputed"}]  # defaults: pac
 
 # ---------------------------------------------------------------- shared set-up
 
-def write_pairs(n: int, path: Path) -> dict[str, float]:
-    """The first `n` HH pairs as standard explicit-prompt records; returns their token counts (SmolLM2 tokenizer)."""
+def write_pairs(n: int, path: Path, data: Path = DATA, tokenizer: str | None = None) -> dict[str, float]:
+    """The first `n` pairs of `data` as standard explicit-prompt records; returns their token counts (with `tokenizer`,
+    default the embedded SmolLM2's, tokenized as the runs tokenize them: max_length 512, no prompt limit)."""
     from preftune.data.pipeline import LoadSettings, load_examples
     from preftune.data.tokenize import PairTokenizer, TokenizeSettings
     from preftune.models.loading import load_tokenizer, resolve_model_path
 
-    examples = load_examples(str(DATA), LoadSettings(on_error="skip")).examples[:n]
+    examples = load_examples(str(data), LoadSettings(on_error="skip")).examples[:n]
     path.write_text("".join(json.dumps({"prompt": e.prompt, "chosen": e.chosen, "rejected": e.rejected}) + "\n" for e in examples))
-    tok = PairTokenizer(load_tokenizer(resolve_model_path(MODEL)), TokenizeSettings(max_length=MAX_LENGTH))
+    tok = PairTokenizer(load_tokenizer(tokenizer or resolve_model_path(MODEL)), TokenizeSettings(max_length=MAX_LENGTH, max_prompt_length=None))
     pairs = [p for p in (tok(e) for e in examples) if p]
     return {"pairs": len(pairs), "prompt": sum(len(p.prompt) for p in pairs), "chosen": sum(len(p.chosen) for p in pairs),
             "rejected": sum(len(p.rejected) for p in pairs)}
+
+
+def tokens_per_pair(tokens: dict[str, float]) -> dict[str, float]:
+    """Mean prompt / chosen / rejected tokens of a pair, from `write_pairs`'s totals."""
+    return {k: tokens[k] / tokens["pairs"] for k in ("prompt", "chosen", "rejected")}
 
 
 def matmul_flops(seconds: float = 3.0, n: int = 2048) -> float:
@@ -193,7 +199,7 @@ def compare(mode: str, batch: int, steps: int, warmup: int, rounds: int, trl_var
             machine: float, params: dict[str, int]) -> dict[str, Any]:
     data = work / f"pairs-{mode}.jsonl"
     tokens = write_pairs(batch * steps, data)
-    per_pair = {k: tokens[k] / tokens["pairs"] for k in ("prompt", "chosen", "rejected")}
+    per_pair = tokens_per_pair(tokens)
     base = {"mode": mode, "batch": batch, "steps": steps, "data": str(data)}
     n = 0
 

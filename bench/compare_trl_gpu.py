@@ -28,7 +28,7 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from compare_trl import launch, live_reference, useful_flops  # noqa: E402  (the same FLOP accounting as the CPU benchmark)
+from compare_trl import launch, live_reference, tokens_per_pair, useful_flops, write_pairs  # noqa: E402  (the same FLOP accounting as the CPU benchmark)
 
 MAX_LENGTH = 512
 LLAMA_1B = dict(hidden_size=2048, intermediate_size=8192, num_hidden_layers=16, num_attention_heads=32, num_key_value_heads=8)
@@ -53,20 +53,6 @@ def build_model(name: str, tokenizer_dir: Path, out: Path) -> dict[str, int]:
     d, f, L = cfg.hidden_size, cfg.intermediate_size, cfg.num_hidden_layers
     kv = cfg.num_key_value_heads * (d // cfg.num_attention_heads)
     return {"body": L * (2 * d * d + 2 * d * kv + 3 * d * f), "head": cfg.vocab_size * d, "total": sum(p.numel() for p in model.parameters())}
-
-
-def write_pairs(data: Path, n: int, tokenizer_dir: Path, path: Path) -> dict[str, float]:
-    from transformers import AutoTokenizer
-
-    from preftune.data.pipeline import LoadSettings, load_examples
-    from preftune.data.tokenize import PairTokenizer, TokenizeSettings
-
-    examples = load_examples(str(data), LoadSettings(on_error="skip")).examples[:n]
-    path.write_text("".join(json.dumps({"prompt": e.prompt, "chosen": e.chosen, "rejected": e.rejected}) + "\n" for e in examples))
-    tok = AutoTokenizer.from_pretrained(tokenizer_dir)
-    pairs = [p for p in (PairTokenizer(tok, TokenizeSettings(max_length=MAX_LENGTH, max_prompt_length=None))(e) for e in examples) if p]
-    return {"prompt": sum(len(p.prompt) for p in pairs) / len(pairs), "chosen": sum(len(p.chosen) for p in pairs) / len(pairs),
-            "rejected": sum(len(p.rejected) for p in pairs) / len(pairs)}
 
 
 def bf16_matmul_flops(n: int = 8192, reps: int = 20) -> float:
@@ -164,7 +150,7 @@ def compare(name: str, args: argparse.Namespace, work: Path, peak: float) -> dic
     model_dir = work / name
     params = build_model(name, Path(args.tokenizer), model_dir)
     data = work / f"pairs-{name}.jsonl"
-    per_pair = write_pairs(Path(args.data), args.batch * args.steps, Path(args.tokenizer), data)
+    per_pair = tokens_per_pair(write_pairs(args.batch * args.steps, data, Path(args.data), args.tokenizer))
     base = {"model": str(model_dir), "data": str(data), "batch": args.batch, "steps": args.steps}
     n = 0
 

@@ -80,11 +80,15 @@ class PairTokenizer:
             ids = self._single_bos(self._template(_as_messages(prompt, "user"), generation_prompt=True))
         else:
             ids = self._single_bos(self._encode(_flat(prompt)))
+        return self._cut_prompt(ids)
+
+    def _cut_prompt(self, prompt: list[int]) -> list[int]:
+        """`prompt` with `max_prompt_length` applied: its end is kept, and a leading BOS stays first."""
         limit = self.settings.max_prompt_length
-        if limit is not None and len(ids) > limit:
-            keep_bos = self.bos is not None and ids[:1] == [self.bos]
-            ids = ([self.bos] if keep_bos else []) + ids[len(ids) - (limit - int(keep_bos)):]
-        return ids
+        if limit is None or len(prompt) <= limit:
+            return prompt
+        keep_bos = self.bos is not None and prompt[:1] == [self.bos]
+        return ([self.bos] if keep_bos else []) + prompt[len(prompt) - (limit - int(keep_bos)):]
 
     def unpaired(self, ex: UnpairedExample) -> TokenizedPair | None:
         """An unpaired example as a pair whose `rejected` is empty (KTO batches use `chosen` only)."""
@@ -130,9 +134,7 @@ class PairTokenizer:
         """Apply `max_prompt_length` and `max_length` to untruncated ids; None (counted) when the pair must be dropped."""
         s = self.settings
         if s.max_prompt_length is not None and len(prompt) > s.max_prompt_length:
-            keep_bos = self.bos is not None and prompt[:1] == [self.bos]
-            tail = prompt[len(prompt) - (s.max_prompt_length - int(keep_bos)):]
-            prompt = ([self.bos] if keep_bos else []) + tail
+            prompt = self._cut_prompt(prompt)
             self.counts["prompt truncated"] += 1
         if s.max_length is not None:
             room = s.max_length - len(prompt)

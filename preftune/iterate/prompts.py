@@ -56,23 +56,21 @@ def read_prompts(path: str) -> list[Text]:
     return prompts
 
 
+def _as_chat(questions: list[str]) -> list[Text]:
+    return [[{"role": "user", "content": q}] for q in questions]
+
+
 def round_prompts(spec: str, n_train: int, n_eval: int, eval_spec: str | None, seed: int) -> tuple[list[Text], list[Text]]:
-    """(prompts to sample on, held-out prompts). Built-in arithmetic draws disjoint questions as chat messages; a file
-    without `eval_spec` gives its last `n_eval` prompts to evaluation."""
-    if spec == BUILTIN_ARITHMETIC:
-        train_q = arithmetic_questions(n_train, seed)
-        if eval_spec not in (None, BUILTIN_ARITHMETIC):
-            eval_p = read_prompts(eval_spec)[:n_eval]
-        else:
-            eval_p = [[{"role": "user", "content": q}] for q in arithmetic_questions(n_eval, seed + 1, exclude=set(train_q))]
-        return [[{"role": "user", "content": q}] for q in train_q], eval_p
-    prompts = read_prompts(spec)
-    if eval_spec is not None:
-        eval_p = arithmetic_questions(n_eval, seed + 1) if eval_spec == BUILTIN_ARITHMETIC else read_prompts(eval_spec)[:n_eval]
-        if eval_spec == BUILTIN_ARITHMETIC:
-            eval_p = [[{"role": "user", "content": q}] for q in eval_p]
-        return prompts, eval_p
-    if len(prompts) < 2:
-        raise DataError(f"{spec}: {len(prompts)} prompt(s); at least 2 are needed to hold some out. Fix: add prompts or set iterate.eval_prompts.")
-    k = min(n_eval, len(prompts) // 2)
-    return prompts[:-k], prompts[-k:]
+    """(prompts to sample on, held-out prompts). Built-in arithmetic draws questions as chat messages (held-out ones
+    disjoint from built-in training ones); a file without `eval_spec` gives its last `n_eval` prompts to evaluation."""
+    builtin = spec == BUILTIN_ARITHMETIC
+    train_q = arithmetic_questions(n_train, seed) if builtin else []
+    train = _as_chat(train_q) if builtin else read_prompts(spec)
+    if eval_spec is not None and eval_spec != BUILTIN_ARITHMETIC:
+        return train, read_prompts(eval_spec)[:n_eval]
+    if builtin or eval_spec == BUILTIN_ARITHMETIC:
+        return train, _as_chat(arithmetic_questions(n_eval, seed + 1, exclude=set(train_q)))
+    if len(train) < 2:
+        raise DataError(f"{spec}: {len(train)} prompt(s); at least 2 are needed to hold some out. Fix: add prompts or set iterate.eval_prompts.")
+    k = min(n_eval, len(train) // 2)
+    return train[:-k], train[-k:]

@@ -14,9 +14,9 @@ from typing import Any
 
 import torch
 
-from ..config import ModelConfig, RunConfig
+from ..config import GenerationConfig, ModelConfig, RunConfig
 from ..data.records import Text, as_text
-from ..evaluate.generation import generate, length_stats
+from ..evaluate.generation import Sample, generate, length_stats
 from ..evaluate.judges import Judge, load_judge
 from ..evaluate.run import decode, prompt_tokenizer
 from ..models.loading import load_model, load_tokenizer
@@ -35,22 +35,24 @@ def _device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def _load(cfg: RunConfig, path: str) -> tuple[torch.nn.Module, Any]:
-    model = load_model(ModelConfig(name_or_path=path, dtype=cfg.model.dtype, trust_remote_code=cfg.model.trust_remote_code), trainable=False)
-    return model.to(_device()), load_tokenizer(path, cfg.model.trust_remote_code)
+def generate_texts(cfg: RunConfig, model_path: str, prompts: list[Text], gen: GenerationConfig, label: str, show: bool) -> tuple[list[Sample], list[str]]:
+    """Load `model_path` and answer `prompts` with `gen` (prompts tokenized as training tokenizes them); samples and texts."""
+    from ..evaluate.progress import stage
+
+    model = load_model(ModelConfig(name_or_path=model_path, dtype=cfg.model.dtype, trust_remote_code=cfg.model.trust_remote_code), trainable=False)
+    model.to(_device())
+    tokenizer = load_tokenizer(model_path, cfg.model.trust_remote_code)
+    encode = prompt_tokenizer(tokenizer, cfg)
+    ids = [encode.prompt_ids(p) for p in prompts]
+    with stage(label, len(ids), show) as advance:
+        samples = generate(model, tokenizer, ids, gen, _device(), advance)
+    return samples, [decode(tokenizer, s.ids) for s in samples]
 
 
 def evaluate_greedy(cfg: RunConfig, model_path: str, prompts: list[Text], judge: Judge, folder: Path, show: bool) -> dict[str, Any]:
     """Greedy responses to the held-out prompts, scored by the judge (mean reward; for exact match, the accuracy)."""
-    from ..evaluate.progress import stage
-
-    model, tokenizer = _load(cfg, model_path)
-    encode = prompt_tokenizer(tokenizer, cfg)
-    ids = [encode.prompt_ids(p) for p in prompts]
     greedy = cfg.generation.model_copy(update={"do_sample": False, "num_samples": 1})
-    with stage(f"evaluate {folder.name}", len(ids), show) as advance:
-        samples = generate(model, tokenizer, ids, greedy, _device(), advance)
-    texts = [decode(tokenizer, s.ids) for s in samples]
+    samples, texts = generate_texts(cfg, model_path, prompts, greedy, f"evaluate {folder.name}", show)
     prompt_texts = [as_text(p) for p in prompts]
     if judge.kind == "reward":
         scores = [judge.reward(prompt_texts[s.prompt_index], t) for s, t in zip(samples, texts)]
@@ -67,17 +69,8 @@ def evaluate_greedy(cfg: RunConfig, model_path: str, prompts: list[Text], judge:
 
 def sample_and_pair(cfg: RunConfig, model_path: str, prompts: list[Text], judge: Judge, folder: Path, seed: int, show: bool) -> dict[str, Any]:
     """K samples per prompt from the current model, judged; best-vs-worst pairs written to folder/pairs.jsonl."""
-    from ..evaluate.progress import stage
-
-    model, tokenizer = _load(cfg, model_path)
-    encode = prompt_tokenizer(tokenizer, cfg)
-    ids = [encode.prompt_ids(p) for p in prompts]
-    k = cfg.iterate.samples_per_prompt
-    gen = cfg.generation.model_copy(update={"do_sample": True, "num_samples": k, "seed": seed})
-    with stage(f"sample {folder.name}", len(ids), show) as advance:
-        samples = generate(model, tokenizer, ids, gen, _device(), advance)
-    del model
-    texts = [decode(tokenizer, s.ids) for s in samples]
+    gen = cfg.generation.model_copy(update={"do_sample": True, "num_samples": cfg.iterate.samples_per_prompt, "seed": seed})
+    samples, texts = generate_texts(cfg, model_path, prompts, gen, f"sample {folder.name}", show)
     pairs, records, ties, all_scores = [], [], 0, []
     for i, prompt in enumerate(prompts):
         responses = [t for s, t in zip(samples, texts) if s.prompt_index == i]
