@@ -6,7 +6,8 @@ is the one compared. Both train on the same pairs (the first steps × batch of H
 records), the same batch, max_length 512, the same number of steps; the first `--warmup` steps are not timed.
 
     python bench/compare_trl.py --quick          # LoRA r=8 on q,v; under 10 minutes on a 2-core CPU
-    python bench/compare_trl.py                  # LoRA and full fine-tuning, more steps
+    python bench/compare_trl.py                  # LoRA and full fine-tuning, more steps; also tries preftune with
+                                                 # torch.compile, gradient checkpointing, and foreach AdamW
 
 Writes bench/results/compare_trl.json and compare_trl.md; the last line printed is
 `ratio pairs/s preftune/TRL: X.XX; peak memory preftune/TRL: Y.YY` (LoRA).
@@ -32,6 +33,10 @@ DATA = HERE.parents[1] / "shared" / "data" / "hh-rlhf-harmless" / "train.jsonl"
 MODEL = "smollm2-135m-instruct"
 MAX_LENGTH = 512
 PREFTUNE_VARIANTS = [{}, {"reference.strategy": "precomputed"}]  # defaults: packed layout, chunked LM head, live reference
+# tried too without --quick, to show whether the options help here (the default stays off where they do not)
+PREFTUNE_OPTIONAL = [{"reference.strategy": "precomputed", "train.compile": "true"},
+                     {"reference.strategy": "precomputed", "train.gradient_checkpointing": "true"},
+                     {"reference.strategy": "precomputed", "train.optimizer_impl": "foreach"}]
 
 
 # ---------------------------------------------------------------- shared set-up
@@ -196,7 +201,7 @@ def summarize(run: dict[str, Any], warmup: int, batch: int, per_pair: dict[str, 
 
 
 def compare(mode: str, batch: int, steps: int, warmup: int, rounds: int, trl_variants: list[dict[str, bool]], work: Path,
-            machine: float, params: dict[str, int]) -> dict[str, Any]:
+            machine: float, params: dict[str, int], preftune_variants: list[dict[str, Any]] = PREFTUNE_VARIANTS) -> dict[str, Any]:
     data = work / f"pairs-{mode}.jsonl"
     tokens = write_pairs(batch * steps, data)
     per_pair = tokens_per_pair(tokens)
@@ -214,7 +219,7 @@ def compare(mode: str, batch: int, steps: int, warmup: int, rounds: int, trl_var
 
     tried = [go("trl", v) for v in trl_variants]
     best = max(tried, key=lambda r: r["pairs_per_s"])
-    ours = [go("preftune", v) for v in PREFTUNE_VARIANTS]
+    ours = [go("preftune", v) for v in preftune_variants]
     our_best = max(ours, key=lambda r: r["pairs_per_s"])
     runs: dict[str, list[dict[str, Any]]] = {"preftune": [], "trl": []}
     for _ in range(rounds):
@@ -274,7 +279,7 @@ def markdown(result: dict[str, Any]) -> str:
         for trainer in ("trl", "preftune"):
             for v in c[f"{trainer}_variants"]:
                 lines.append(f"- {c['mode']} {trainer} {json.dumps(v['options']) if v['options'] else 'defaults'}: "
-                             f"{v['pairs_per_s']:.3f} pairs/s, peak RSS {v['peak_rss_mib']:.0f} MiB")
+                             f"{v['pairs_per_s']:.3f} pairs/s, peak RSS {v['peak_rss_mib']:.0f} MiB, whole run {v['wall_seconds']:.0f} s")
     return "\n".join(lines) + "\n"
 
 
@@ -318,7 +323,8 @@ def main() -> None:
     t0 = time.time()
     with tempfile.TemporaryDirectory(prefix="preftune-bench-") as d:
         for mode in modes:
-            result["comparisons"].append(compare(mode, batch, steps, 1, rounds, variants, Path(d), machine, params))
+            ours = PREFTUNE_VARIANTS if quick else PREFTUNE_VARIANTS + PREFTUNE_OPTIONAL
+            result["comparisons"].append(compare(mode, batch, steps, 1, rounds, variants, Path(d), machine, params, ours))
     result["seconds"] = time.time() - t0
     write_results(result, Path(args.out), "compare_trl_quick" if quick else "compare_trl")
     print(markdown(result))

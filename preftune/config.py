@@ -150,7 +150,11 @@ class TrainConfig(Section):
         "auto", description="batch layout: padded, prefix_shared (prompt computed once), packed (several pairs a row); auto = packed")
     pack_tokens: int = Field(2048, ge=16, description="tokens per row in the packed layout")
     logits_chunk: int = Field(1024, ge=1, description="response tokens per LM-head chunk")
-    gradient_checkpointing: bool = False
+    gradient_checkpointing: bool = Field(False, description="recompute activations in the backward pass: less memory, about a third more compute")
+    optimizer_impl: Literal["auto", "fused", "foreach"] = Field(
+        "auto", description="AdamW kernel: fused (one kernel over all parameters), foreach, or auto (fused where torch has it for the parameters)")
+    compile: bool = Field(False, description="torch.compile each decoder layer (policy and reference); pays a compile time once per run")
+    compile_backend: str = Field("inductor", description="torch.compile backend with train.compile (inductor; aot_eager to debug)")
     merge_adapter: bool = Field(False, description="also save merged weights at the end (LoRA)")
     on_nonfinite: Literal["stop", "skip"] = Field(
         "stop", description="NaN/inf loss or gradient: stop (keeping the last checkpoint) or skip the step (counted, batch named)")

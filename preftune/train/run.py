@@ -20,6 +20,7 @@ from ..config import RunConfig
 from ..data.pipeline import LoadedData
 from ..data.prepare import prepare_data
 from ..errors import ConfigError, PreftuneError
+from ..models.compiling import compile_layers
 from ..models.loading import load_model, load_tokenizer
 from ..models.logprobs import LogpsModel
 from .artifacts import DATA_SUMMARY, DIAGNOSTICS, EVAL_PAIRS, data_summary, eval_pair_records, write_eval_pairs, write_json
@@ -104,6 +105,14 @@ def build_reference(cfg: RunConfig, policy: torch.nn.Module, accelerator: Any, s
     return SeparateReference(model, chunk)
 
 
+def compile_models(policy: torch.nn.Module, reference: Reference, backend: str) -> None:
+    """`train.compile`: compile the decoder layers of the policy and of a separate reference model."""
+    n = compile_layers(policy, backend)
+    if isinstance(reference, SeparateReference):
+        compile_layers(reference.model, backend)
+    logger.info("train.compile: %d decoder layers compiled with %s (the first steps include compile time)", n, backend)
+
+
 def precomputed_tables(cfg: RunConfig, live: Reference, splits: dict[str, BatchSource], accelerator: Any) -> dict[str, PrecomputedReference]:
     """One pass of the live reference over each split, cached by (model, data, tokenization); later runs reuse it."""
     ref_model = live.model if isinstance(live, SeparateReference) else accelerator.unwrap_model(live.policy)
@@ -119,13 +128,30 @@ def precomputed_tables(cfg: RunConfig, live: Reference, splits: dict[str, BatchS
     return tables
 
 
-def make_optimizer(model: torch.nn.Module, cfg: RunConfig, total_steps: int) -> tuple[torch.optim.Optimizer, Any]:
+FUSED_ADAMW_DEVICES = ("cpu", "cuda")
+FUSED_ADAMW_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+
+
+def adamw_impl(params: list[torch.Tensor], choice: str, sharded: bool = False) -> str:
+    """`fused` or `foreach` for torch's AdamW: auto takes fused (about 6x faster than foreach on this 2-core CPU for
+    SmolLM2-135M's parameters) when every parameter is a plain tensor on one CPU or CUDA device in a float type it
+    supports, and the run is not sharded (FSDP / DeepSpeed, which re-wrap the parameters)."""
+    if choice != "auto":
+        return choice
+    if sharded:
+        return "foreach"
+    plain = all(type(p.data) is torch.Tensor and p.device.type in FUSED_ADAMW_DEVICES and p.dtype in FUSED_ADAMW_DTYPES for p in params)
+    return "fused" if plain and len({p.device for p in params}) == 1 else "foreach"
+
+
+def make_optimizer(model: torch.nn.Module, cfg: RunConfig, total_steps: int, sharded: bool = False) -> tuple[torch.optim.Optimizer, Any]:
     from transformers import get_scheduler
 
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise ConfigError("no trainable parameters. Fix: enable model.lora or train the full model.")
-    optimizer = torch.optim.AdamW(params, lr=cfg.train.learning_rate, weight_decay=cfg.train.weight_decay)
+    impl = adamw_impl(params, cfg.train.optimizer_impl, sharded)
+    optimizer = torch.optim.AdamW(params, lr=cfg.train.learning_rate, weight_decay=cfg.train.weight_decay, **{impl: True})
     name = {"cosine": "cosine", "linear": "linear", "constant": "constant_with_warmup"}[cfg.train.scheduler]
     scheduler = get_scheduler(name, optimizer, num_warmup_steps=int(cfg.train.warmup_ratio * total_steps), num_training_steps=total_steps)
     return optimizer, scheduler
@@ -190,6 +216,8 @@ def train(cfg: RunConfig, show_progress: bool = True) -> TrainResult:
         policy.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     strategy = resolve_strategy(cfg)
     live = build_reference(cfg, policy, accelerator, strategy)
+    if cfg.train.compile:
+        compile_models(policy, live, cfg.train.compile_backend)
     ref_train: Reference = live
     ref_eval: Reference = live
     if strategy == "precomputed":
@@ -200,7 +228,7 @@ def train(cfg: RunConfig, show_progress: bool = True) -> TrainResult:
             del live.model  # the frozen copy is no longer needed
     logger.info("reference strategy: %s", strategy)
 
-    optimizer, scheduler = make_optimizer(policy, cfg, total_steps)
+    optimizer, scheduler = make_optimizer(policy, cfg, total_steps, sharded=accelerator.distributed_type in ("FSDP", "DEEPSPEED"))
     model = policy  # the model itself; `policy` becomes its prepared log-prob module (DDP/FSDP-wrapped when distributed)
     policy, optimizer = accelerator.prepare(LogpsModel(model, cfg.train.logits_chunk), optimizer)
     policy.train()
