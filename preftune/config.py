@@ -81,6 +81,8 @@ class ModelConfig(Section):
     name_or_path: str = Field("smollm2-135m-instruct", description="HF folder or hub name, a .gguf file, or smollm2-135m-instruct (embedded)")
     dtype: Literal["float32", "bfloat16", "float16", "auto"] = "float32"
     trust_remote_code: bool = False
+    attention: Literal["sdpa", "flex"] = Field("sdpa", description="attention kernel: sdpa (dense masks of the layout) or flex "
+                                                 "(FlexAttention, block-sparse masks; needs train.layout packed or prefix_shared)")
     quantize_4bit: bool = Field(False, description="QLoRA: 4-bit base weights (needs bitsandbytes and a GPU)")
     lora: LoraConfig = Field(default_factory=LoraConfig)
 

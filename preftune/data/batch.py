@@ -144,10 +144,12 @@ def collate_shared(pairs: Sequence[TokenizedPair], indices: Sequence[int], pad_i
     pos = torch.zeros((n_rows, length), dtype=torch.long)
     mask = torch.zeros((n_rows, 1, length, length), dtype=torch.bool)
     valid = torch.zeros((n_rows, length), dtype=torch.bool)
+    segment = torch.full((n_rows, length), -1, dtype=torch.int32)  # pair segment of each token within its row; -1 padding
+    part = torch.zeros((n_rows, length), dtype=torch.int8)         # 0 prompt, 1 chosen, 2 rejected
     rows, cols, labels, seq = [], [], [], []
     for r, members in enumerate(rows_of):
         start = 0
-        for i in members:
+        for k, i in enumerate(members):
             p, c, j = pairs[i].prompt, pairs[i].chosen, pairs[i].rejected
             lp, lc, lr = len(p), len(c), len(j)
             if lp == 0:
@@ -159,6 +161,8 @@ def collate_shared(pairs: Sequence[TokenizedPair], indices: Sequence[int], pad_i
             block[lp + lc:, lp:lp + lc] = False  # rejected does not see chosen
             mask[r, 0, start:end, start:end] = block
             valid[r, start:end] = True
+            segment[r, start:end] = k
+            part[r, start + lp:start + lp + lc], part[r, start + lp + lc:end] = 1, 2
             p_last = start + lp - 1
             rows += [r] * (lc + lr)
             cols += [p_last, *range(start + lp, start + lp + lc - 1), p_last, *range(start + lp + lc, start + lp + lc + lr - 1)]
@@ -169,7 +173,8 @@ def collate_shared(pairs: Sequence[TokenizedPair], indices: Sequence[int], pad_i
         mask[r, 0, idx, idx] = True  # padding attends to itself only (no empty softmax rows)
     return PreferenceBatch(ids, mask, pos, torch.tensor(rows), torch.tensor(cols), torch.tensor(labels), torch.tensor(seq), b,
                            torch.tensor([p.weight for p in pairs], dtype=torch.float32), torch.tensor(list(indices), dtype=torch.long),
-                           layout="packed" if row_tokens is not None else "prefix_shared", extras={"valid": valid})
+                           layout="packed" if row_tokens is not None else "prefix_shared",
+                           extras={"valid": valid, "segment": segment, "part": part})
 
 
 LAYOUTS = ("padded", "prefix_shared", "packed")

@@ -9,7 +9,8 @@ from typing import Any
 import torch
 
 from ..config import ModelConfig
-from ..errors import ModelError
+from ..errors import ConfigError, ModelError
+from .attention import IMPLEMENTATIONS
 from .embedded import EMBEDDED_NAME, convert_gguf, embedded_model_dir, models_cache_dir
 
 logger = logging.getLogger("preftune.models")
@@ -50,12 +51,15 @@ def load_model(cfg: ModelConfig, name_or_path: str | None = None, trainable: boo
     """The model in the configured dtype; with `trainable` and LoRA enabled, wrapped as a peft model."""
     from transformers import AutoModelForCausalLM
 
+    if cfg.attention == "flex" and not torch.cuda.is_available():
+        raise ConfigError("model.attention = flex: FlexAttention needs a CUDA GPU here (on CPU torch has no backward pass for it, "
+                          "and its CPU kernel fails to build for varying batch shapes). Fix: model.attention: sdpa on CPU.")
     path = resolve_model_path(name_or_path or cfg.name_or_path)
     kwargs: dict[str, Any] = {"trust_remote_code": cfg.trust_remote_code, "dtype": DTYPES.get(cfg.dtype, "auto")}
     if cfg.quantize_4bit:
         kwargs["quantization_config"] = _four_bit_config()
     try:
-        model = AutoModelForCausalLM.from_pretrained(path, attn_implementation="sdpa", **kwargs)
+        model = AutoModelForCausalLM.from_pretrained(path, attn_implementation=IMPLEMENTATIONS[cfg.attention], **kwargs)
     except (OSError, ValueError) as e:
         raise ModelError(f"{name_or_path or cfg.name_or_path}: cannot load the model ({type(e).__name__}: {e}). "
                          "Fix: point model.name_or_path at a Hugging Face folder, a hub name, a .gguf file, or smollm2-135m-instruct.") from None

@@ -13,6 +13,7 @@ import torch
 from torch.utils.checkpoint import checkpoint
 
 from ..data.batch import PreferenceBatch
+from .attention import flex_block_mask, uses_flex
 
 
 @dataclass
@@ -66,7 +67,8 @@ def token_logps(hidden: torch.Tensor, labels: torch.Tensor, head: torch.nn.Modul
 def sequence_logps(model: torch.nn.Module, batch: PreferenceBatch, chunk: int = 1024) -> SequenceLogps:
     """Summed log πθ(response | prompt) for each of the batch's 2B sequence slots."""
     decoder, head = decoder_and_head(model)
-    out = decoder(input_ids=batch.input_ids, attention_mask=batch.attention_mask, position_ids=batch.position_ids, use_cache=False)
+    mask = flex_block_mask(batch) if uses_flex(decoder) else batch.attention_mask
+    out = decoder(input_ids=batch.input_ids, attention_mask=mask, position_ids=batch.position_ids, use_cache=False)
     hidden = out.last_hidden_state[batch.rows, batch.cols]
     lp, ml = token_logps(hidden, batch.labels, head, chunk)
     slots = 2 * batch.num_pairs

@@ -65,3 +65,76 @@ def test_packing_puts_several_pairs_in_a_row(smol_tokenizer) -> None:
             seg[r, s:] = k
     cross = (seg.unsqueeze(-1) != seg.unsqueeze(-2)) & mask
     assert not cross.any()
+
+
+def _flex_supported() -> bool:
+    import importlib.util
+    import shutil
+
+    if importlib.util.find_spec("torch.nn.attention.flex_attention") is None:
+        return False
+    return torch.cuda.is_available() or bool(shutil.which("g++") or shutil.which("c++") or shutil.which("clang++"))
+
+
+@pytest.mark.skipif(not _flex_supported(), reason="FlexAttention needs torch.compile (a C++ compiler on CPU)")
+@pytest.mark.parametrize("layout", ["prefix_shared", "packed"])
+def test_flex_attention_gives_the_sdpa_log_probs(layout: str, tiny_model_dir, smol_tokenizer) -> None:
+    # forward only: FlexAttention has no backward pass on CPU. A fresh compile per shape: torch 2.13's CPU kernel for
+    # dynamic shapes (compiled after a second shape) fails to build, one reason preftune refuses flex on CPU for training
+    torch._dynamo.reset()
+    pairs = hh_pairs(smol_tokenizer, 6)
+    batch = collate(layout, pairs, range(len(pairs)), smol_tokenizer.pad_token_id, row_tokens=700)
+    out = {}
+    for impl in ("sdpa", "flex_attention"):
+        model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32, attn_implementation=impl).eval()
+        with torch.no_grad():
+            out[impl] = sequence_logps(model, batch, chunk=64).logps
+    torch.testing.assert_close(out["flex_attention"], out["sdpa"], rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="FlexAttention has no backward pass on CPU; checked on a CUDA GPU")
+def test_flex_attention_gives_the_sdpa_gradients_on_gpu(tiny_model_dir, smol_tokenizer) -> None:
+    pairs = hh_pairs(smol_tokenizer, 6)
+    batch = collate("packed", pairs, range(len(pairs)), smol_tokenizer.pad_token_id, row_tokens=700).to("cuda")
+    out, grads = {}, {}
+    for impl in ("sdpa", "flex_attention"):
+        model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32, attn_implementation=impl).cuda()
+        out[impl] = sequence_logps(model, batch, chunk=64).logps
+        out[impl].sum().backward()
+        grads[impl] = model.model.layers[0].self_attn.q_proj.weight.grad.clone()
+    torch.testing.assert_close(out["flex_attention"], out["sdpa"], rtol=1e-4, atol=1e-3)
+    torch.testing.assert_close(grads["flex_attention"], grads["sdpa"], rtol=1e-3, atol=1e-4)
+
+
+def test_flex_mask_matches_the_dense_mask_token_by_token(smol_tokenizer) -> None:
+    from preftune.models.attention import flex_block_mask
+
+    pairs = hh_pairs(smol_tokenizer, 5)
+    batch = collate("packed", pairs, range(5), smol_tokenizer.pad_token_id, row_tokens=900)
+    block_mask = flex_block_mask(batch)
+    rows, length = batch.input_ids.shape
+    q = torch.arange(length).view(-1, 1).expand(length, length)
+    kv = torch.arange(length).view(1, -1).expand(length, length)
+    for r in range(rows):
+        b = torch.full_like(q, r)
+        got = block_mask.mask_mod(b, torch.zeros_like(q), q, kv)
+        assert torch.equal(got, batch.attention_mask[r, 0]), f"row {r}"
+
+
+def test_flex_attention_refuses_the_padded_layout(smol_tokenizer) -> None:
+    from preftune.errors import ConfigError
+    from preftune.models.attention import flex_block_mask
+
+    batch = collate("padded", hh_pairs(smol_tokenizer, 2), range(2), smol_tokenizer.pad_token_id)
+    with pytest.raises(ConfigError, match="train.layout: packed"):
+        flex_block_mask(batch)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the guard is for machines without a GPU")
+def test_flex_attention_is_refused_without_a_gpu(tiny_model_dir) -> None:
+    from preftune.config import ModelConfig
+    from preftune.errors import ConfigError
+    from preftune.models.loading import load_model
+
+    with pytest.raises(ConfigError, match="model.attention: sdpa on CPU"):
+        load_model(ModelConfig(name_or_path=str(tiny_model_dir), attention="flex"))
