@@ -58,6 +58,13 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory, smol_tokenizer: Any
     return folder
 
 
+def has_cpp_compiler() -> bool:
+    """torch.compile's inductor backend (and FlexAttention, which it compiles) needs a C++ compiler on CPU."""
+    import shutil
+
+    return any(shutil.which(c) for c in ("g++", "c++", "clang++"))
+
+
 def write_jsonl(path: Path, records: list[Any]) -> Path:
     path.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
     return path

@@ -18,8 +18,10 @@ def need(path: Path) -> Path:
 
 
 def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> Path:
+    from preftune.train import artifacts
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    artifacts.write_jsonl(path, rows, ensure_ascii=False)
     return path
 
 

@@ -3,10 +3,11 @@ same split by length difference (does the model simply prefer the longer answer?
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
+
+from ..train.diagnostics import correlation
 
 # a pair's responses count as "similar length" when they differ by at most this share of the longer one
 SIMILAR_LENGTH = 0.1
@@ -26,14 +27,6 @@ class PairScores:
 
 def _accuracy(margins: torch.Tensor) -> float:
     return ((margins > 0).double() + 0.5 * (margins == 0).double()).mean().item() if margins.numel() else float("nan")
-
-
-def _pearson(x: torch.Tensor, y: torch.Tensor) -> float:
-    if x.numel() < 3:
-        return float("nan")
-    x, y = x.double() - x.double().mean(), y.double() - y.double().mean()
-    den = math.sqrt((x * x).sum().item() * (y * y).sum().item())
-    return (x * y).sum().item() / den if den > 0 else float("nan")
 
 
 def preference_summary(s: PairScores, beta: float) -> dict[str, object]:
@@ -63,7 +56,7 @@ def preference_summary(s: PairScores, beta: float) -> dict[str, object]:
         out["logratios/chosen"] = ratio_c.mean().item()
         out["logratios/rejected"] = ratio_r.mean().item()
     diff = lc - lr
-    out["margin_length_correlation"] = _pearson(margins, diff)
+    out["margin_length_correlation"] = correlation(margins.tolist(), diff.tolist())
     differ = diff != 0
     prefers_longer = ((margins > 0) == (diff > 0)).double() * (margins != 0).double() + 0.5 * (margins == 0).double()
     out["prefers_longer"] = prefers_longer[differ].mean().item() if differ.any() else float("nan")

@@ -16,7 +16,7 @@ from ..data.prepare import TokenizedSplit, load_settings, tokenize_settings, tok
 from ..data.records import as_text
 from ..data.tokenize import PairTokenizer, TokenizedPair
 from ..errors import DataError
-from ..train.artifacts import write_text_atomic
+from ..train.artifacts import write_jsonl, write_text_atomic
 from .generation import Sample, generate, kl_estimate, length_stats
 from .judges import Judge, load_judge, rewards, win_rate
 from .models import EvalModels
@@ -174,7 +174,7 @@ def run_eval(models: EvalModels, data: str | list[str], cfg: RunConfig, settings
         output_dir.mkdir(parents=True, exist_ok=True)
         write_text_atomic(output_dir / "eval.json", json.dumps(result, indent=1) + "\n")
         if records:
-            write_text_atomic(output_dir / "samples.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+            write_jsonl(output_dir / "samples.jsonl", records, ensure_ascii=False)
         result["files"] = {"eval": str(output_dir / "eval.json"), **({"samples": str(output_dir / "samples.jsonl")} if records else {})}
     return result
 

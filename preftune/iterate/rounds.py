@@ -20,7 +20,7 @@ from ..evaluate.generation import Sample, generate, length_stats
 from ..evaluate.judges import Judge, load_judge
 from ..evaluate.run import decode, prompt_tokenizer
 from ..models.loading import load_model, load_tokenizer
-from ..train.artifacts import write_json, write_text_atomic
+from ..train.artifacts import write_json, write_jsonl
 from .pairs import best_and_worst, sample_scores
 from .prompts import round_prompts
 
@@ -61,8 +61,8 @@ def evaluate_greedy(cfg: RunConfig, model_path: str, prompts: list[Text], judge:
     result = {"model": model_path, "prompts": len(prompts), "greedy_judge_mean": sum(scores) / len(scores) if scores else float("nan"),
               "judge": judge.name, "length_tokens": length_stats(samples)}
     folder.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(folder / "eval_samples.jsonl", "".join(json.dumps({"prompt": prompt_texts[s.prompt_index], "response": t, "score": v}) + "\n"
-                                                           for s, t, v in zip(samples, texts, scores)))
+    write_jsonl(folder / "eval_samples.jsonl", ({"prompt": prompt_texts[s.prompt_index], "response": t, "score": v}
+                                                for s, t, v in zip(samples, texts, scores)))
     write_json(folder / "eval.json", result)
     return result
 
@@ -86,11 +86,11 @@ def sample_and_pair(cfg: RunConfig, model_path: str, prompts: list[Text], judge:
             pairs.append({"prompt": prompt, "chosen": [{"role": "assistant", "content": best}], "rejected": [{"role": "assistant", "content": worst}]})
         else:
             pairs.append({"prompt": prompt, "chosen": best, "rejected": worst})
-    write_text_atomic(folder / "samples.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+    write_jsonl(folder / "samples.jsonl", records, ensure_ascii=False)
     stats = {"prompts": len(prompts), "pairs": len(pairs), "tied_prompts": ties, "sample_score_mean": sum(all_scores) / max(1, len(all_scores)),
              "sample_length_tokens": length_stats(samples)}
     write_json(folder / "sampling.json", stats)
-    write_text_atomic(folder / "pairs.jsonl", "".join(json.dumps(p, ensure_ascii=False) + "\n" for p in pairs))  # last: marks sampling done
+    write_jsonl(folder / "pairs.jsonl", pairs, ensure_ascii=False)  # last: marks sampling done
     return stats
 
 
@@ -154,9 +154,9 @@ def iterate(cfg: RunConfig, show_progress: bool = True) -> list[dict[str, Any]]:
         summary = {"round": r, "model": model_path, "sampling": sampling, "train": trained, **ev}
         write_json(done, summary)
         summaries.append(summary)
-        write_text_atomic(out / "iterate.jsonl", "".join(json.dumps(s) + "\n" for s in summaries))
+        write_jsonl(out / "iterate.jsonl", summaries)
         _prune(out, r)
-    write_text_atomic(out / "iterate.jsonl", "".join(json.dumps(s) + "\n" for s in summaries))
+    write_jsonl(out / "iterate.jsonl", summaries)
     return summaries
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import statistics
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -64,5 +65,6 @@ def eval_pair_records(split: TokenizedSplit, per_pair: dict[str, list[float]], s
     return records
 
 
-def write_eval_pairs(path: Path, records: list[dict[str, Any]]) -> None:
-    write_text_atomic(path, "".join(json.dumps(r) + "\n" for r in records))
+def write_jsonl(path: Path, records: Iterable[Any], ensure_ascii: bool = True) -> None:
+    """One JSON object a line, written atomically (`ensure_ascii=False` keeps non-ASCII text as is)."""
+    write_text_atomic(path, "".join(json.dumps(r, ensure_ascii=ensure_ascii) + "\n" for r in records))

@@ -64,14 +64,15 @@ def flat_margins(evals: Sequence[dict[str, float]], n: int, min_delta: float) ->
 
 
 def correlation(xs: Sequence[float], ys: Sequence[float]) -> float:
+    """Pearson correlation; NaN with fewer than 3 points or when either side is constant."""
     n = len(xs)
     if n < 3:
-        return 0.0
+        return math.nan
     mx, my = sum(xs) / n, sum(ys) / n
     sxy = sum((x - mx) * (y - my) for x, y in zip(xs, ys))
     sxx = sum((x - mx) ** 2 for x in xs)
     syy = sum((y - my) ** 2 for y in ys)
-    return 0.0 if sxx == 0 or syy == 0 else sxy / math.sqrt(sxx * syy)
+    return math.nan if sxx == 0 or syy == 0 else sxy / math.sqrt(sxx * syy)
 
 
 def length_bias(margins: Sequence[float], length_diffs: Sequence[float], threshold: float) -> str | None:

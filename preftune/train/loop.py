@@ -30,12 +30,17 @@ class NonFiniteLoss(PreftuneError):
         self.indices = indices
 
 
+def any_process(flag: bool, accelerator: Any) -> bool:
+    """`flag` on any process (one small collective when distributed, so every rank takes the same branch)."""
+    if accelerator.num_processes == 1:
+        return flag
+    total = accelerator.reduce(torch.tensor([float(flag)], device=accelerator.device), reduction="sum")
+    return bool(total.item() > 0)
+
+
 def _all_finite(loss: torch.Tensor, accelerator: Any) -> bool:
-    """Whether the loss is finite on every process (one collective, so all ranks take the same branch)."""
-    flag = torch.isfinite(loss.detach()).all().float().reshape(1)
-    if accelerator.num_processes > 1:
-        flag = accelerator.reduce(flag, reduction="sum") / accelerator.num_processes
-    return bool(flag.item() == 1.0)
+    """Whether the loss is finite on every process."""
+    return not any_process(not bool(torch.isfinite(loss.detach()).all()), accelerator)
 
 
 @dataclass

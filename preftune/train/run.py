@@ -23,11 +23,11 @@ from ..errors import ConfigError, PreftuneError
 from ..models.compiling import compile_layers
 from ..models.loading import load_model, load_tokenizer
 from ..models.logprobs import LogpsModel
-from .artifacts import DATA_SUMMARY, DIAGNOSTICS, EVAL_PAIRS, data_summary, eval_pair_records, write_eval_pairs, write_json
+from .artifacts import DATA_SUMMARY, DIAGNOSTICS, EVAL_PAIRS, data_summary, eval_pair_records, write_json, write_jsonl
 from .diagnostics import Diagnostics
 from .interrupt import GracefulInterrupt
 from .checkpoint import TrainState, latest_valid_checkpoint, load_checkpoint, remove_partial, save_checkpoint
-from .loop import BatchSource, NonFiniteLoss, evaluate, optimizer_step
+from .loop import BatchSource, NonFiniteLoss, any_process, evaluate, optimizer_step
 from .outputs import load_trainable, model_card, save_final, save_trainable, write_config
 from .progress import TrainProgress
 from .reference import (AdapterDisabledReference, NoReference, PrecomputedReference, Reference, SeparateReference,
@@ -265,7 +265,7 @@ def train(cfg: RunConfig, show_progress: bool = True) -> TrainResult:
         per_pair = {k: torch.cat(v).tolist() for k, v in acc.per_pair.items()}
         ev |= diagnostics.observe_eval(state.step, ev, per_pair.get(keep[0], []), per_pair.get(keep[1], []))
         if main and eval_split is not None:
-            write_eval_pairs(out_dir / EVAL_PAIRS, eval_pair_records(eval_split, per_pair, state.step))
+            write_jsonl(out_dir / EVAL_PAIRS, eval_pair_records(eval_split, per_pair, state.step))
         return ev
 
     def write_report() -> Path | None:
@@ -342,7 +342,7 @@ def train(cfg: RunConfig, show_progress: bool = True) -> TrainResult:
                 if _should_stop(state, after, cfg):
                     bar.message(f"early stopping at step {state.step}: eval/rewards/margins has not risen for {state.evals_without_improvement} evaluation(s)")
                     stopped_early = True
-            if _any_process(interrupt.requested, accelerator):
+            if any_process(interrupt.requested, accelerator):
                 if state.step % cfg.train.log_every:
                     log(metrics, state.step)  # the step it stops at is always logged
                 checkpoint()
@@ -383,14 +383,6 @@ def train(cfg: RunConfig, show_progress: bool = True) -> TrainResult:
     if cfg.report_to:
         accelerator.end_training()
     return result
-
-
-def _any_process(flag: bool, accelerator: Any) -> bool:
-    """`flag` on any process (one small collective when distributed, so every rank takes the same branch)."""
-    if accelerator.num_processes == 1:
-        return flag
-    total = accelerator.reduce(torch.tensor([float(flag)], device=accelerator.device), reduction="sum")
-    return bool(total.item() > 0)
 
 
 def _should_stop(state: TrainState, ev: dict[str, float], cfg: RunConfig) -> bool:

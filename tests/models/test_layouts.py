@@ -11,7 +11,7 @@ from preftune.data.pipeline import LoadSettings, load_examples
 from preftune.data.tokenize import PairTokenizer, TokenizeSettings
 from preftune.models.logprobs import sequence_logps
 
-from ..conftest import shared_file
+from ..conftest import has_cpp_compiler, shared_file
 
 
 def hh_pairs(tokenizer, n: int):
@@ -69,11 +69,10 @@ def test_packing_puts_several_pairs_in_a_row(smol_tokenizer) -> None:
 
 def _flex_supported() -> bool:
     import importlib.util
-    import shutil
 
     if importlib.util.find_spec("torch.nn.attention.flex_attention") is None:
         return False
-    return torch.cuda.is_available() or bool(shutil.which("g++") or shutil.which("c++") or shutil.which("clang++"))
+    return torch.cuda.is_available() or has_cpp_compiler()
 
 
 @pytest.mark.skipif(not _flex_supported(), reason="FlexAttention needs torch.compile (a C++ compiler on CPU)")

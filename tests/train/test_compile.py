@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
@@ -12,10 +11,10 @@ from preftune.errors import ConfigError
 from preftune.models.compiling import compile_layers
 from preftune.train.run import train
 
+from ..conftest import has_cpp_compiler
 from .helpers import tiny_config, train_metrics, weights
 
-needs_compiler = pytest.mark.skipif(not (shutil.which("g++") or shutil.which("c++") or shutil.which("clang++")),
-                                    reason="torch.compile's inductor backend needs a C++ compiler on CPU")
+needs_compiler = pytest.mark.skipif(not has_cpp_compiler(), reason="torch.compile's inductor backend needs a C++ compiler on CPU")
 
 
 @needs_compiler
