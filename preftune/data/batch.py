@@ -36,21 +36,27 @@ class PreferenceBatch:
 
     @property
     def lengths(self) -> torch.Tensor:
-        """(2B,) response token counts: chosen slots first, then rejected."""
-        return torch.bincount(self.seq, minlength=2 * self.num_pairs)
+        """(2B,) response token counts: chosen slots first, then rejected (without waiting for the device, unlike bincount)."""
+        return torch.zeros(2 * self.num_pairs, dtype=torch.long, device=self.seq.device).index_add_(0, self.seq, torch.ones_like(self.seq))
+
+    def token_count(self) -> torch.Tensor:
+        """Tokens the model computes (non-padding positions), as a scalar tensor on the batch's device."""
+        return self.attention_mask.sum() if self.attention_mask.dim() == 2 else self.extras["valid"].sum()
 
     @property
     def num_tokens(self) -> int:
-        """Tokens the model computes (non-padding positions)."""
-        if self.attention_mask.dim() == 2:
-            return int(self.attention_mask.sum())
-        return int(self.extras["valid"].sum())
+        """`token_count` as a number (waits for the device)."""
+        return int(self.token_count())
 
     def to(self, device: torch.device | str) -> "PreferenceBatch":
-        move = lambda t: t.to(device, non_blocking=True)  # noqa: E731
+        """The batch on `device`; `indices` (data-set positions, read on the host) stay where they are. Copies to a
+        CUDA device go through pinned memory without blocking the host."""
+        device = torch.device(device)
+        pin = device.type == "cuda"
+        move = lambda t: (t.pin_memory() if pin and t.device.type == "cpu" else t).to(device, non_blocking=True)  # noqa: E731
         return replace(self, input_ids=move(self.input_ids), attention_mask=move(self.attention_mask), position_ids=move(self.position_ids),
                        rows=move(self.rows), cols=move(self.cols), labels=move(self.labels), seq=move(self.seq),
-                       weights=move(self.weights), indices=move(self.indices), extras={k: move(v) for k, v in self.extras.items()})
+                       weights=move(self.weights), extras={k: move(v) for k, v in self.extras.items()})
 
 
 def collate_padded(pairs: Sequence[TokenizedPair], indices: Sequence[int], pad_id: int, pad_to_multiple_of: int | None = None) -> PreferenceBatch:

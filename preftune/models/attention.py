@@ -10,6 +10,7 @@ from ..data.batch import PreferenceBatch
 from ..errors import ConfigError
 
 IMPLEMENTATIONS = {"sdpa": "sdpa", "flex": "flex_attention"}  # model.attention -> transformers' attn_implementation
+_last: list[Any] = [None, None]  # (segment ids, BlockMask) of the latest batch: the policy and a live reference share it
 
 
 def uses_flex(module: torch.nn.Module) -> bool:
@@ -20,13 +21,16 @@ def uses_flex(module: torch.nn.Module) -> bool:
 def flex_block_mask(batch: PreferenceBatch) -> Any:
     """The batch's attention pattern as a FlexAttention `BlockMask`: a token sees earlier tokens of its own pair segment,
     except that rejected tokens do not see chosen ones; padding sees itself only. Equal to the dense mask of
-    `collate_shared`, without materializing rows × length × length booleans, and letting the kernel skip empty blocks."""
+    `collate_shared`, without materializing rows × length × length booleans, and letting the kernel skip empty blocks.
+    Built once per batch: a second call with the same batch returns the same mask."""
     from torch.nn.attention.flex_attention import create_block_mask
 
     if "segment" not in batch.extras:
         raise ConfigError(f"model.attention: flex needs segment ids, which the {batch.layout} layout has none of. "
                           "Fix: set train.layout: packed (or prefix_shared), or model.attention: sdpa.")
     segment, part = batch.extras["segment"], batch.extras["part"]
+    if _last[0] is segment:
+        return _last[1]
 
     def mask_mod(b: torch.Tensor, h: torch.Tensor, q: torch.Tensor, kv: torch.Tensor) -> torch.Tensor:
         same = (segment[b, q] == segment[b, kv]) & (segment[b, q] >= 0) & (kv <= q)
@@ -34,4 +38,5 @@ def flex_block_mask(batch: PreferenceBatch) -> Any:
         return (same & ~rejected_sees_chosen) | (q == kv)
 
     rows, length = segment.shape
-    return create_block_mask(mask_mod, B=rows, H=None, Q_LEN=length, KV_LEN=length, device=segment.device)
+    _last[:] = segment, create_block_mask(mask_mod, B=rows, H=None, Q_LEN=length, KV_LEN=length, device=segment.device)
+    return _last[1]

@@ -73,7 +73,7 @@ def sequence_logps(model: torch.nn.Module, batch: PreferenceBatch, chunk: int = 
     lp, ml = token_logps(hidden, batch.labels, head, chunk)
     slots = 2 * batch.num_pairs
     sums = torch.zeros(slots, dtype=lp.dtype, device=lp.device).index_add(0, batch.seq, lp)
-    counts = torch.bincount(batch.seq, minlength=slots).clamp(min=1).to(ml.dtype)
+    counts = batch.lengths.clamp(min=1).to(ml.dtype)
     mean_logits = torch.zeros(slots, dtype=ml.dtype, device=ml.device).index_add(0, batch.seq, ml) / counts
     return SequenceLogps(sums, mean_logits)
 

@@ -103,7 +103,6 @@ def optimizer_step(model: torch.nn.Module, batches: Iterator[PreferenceBatch], g
                    state: TrainState, advance: Callable[[], None]) -> dict[str, float]:
     """Run `grad_accum` micro-batches, clip, step; returns the step's metrics (means over all pairs and processes)."""
     acc = MetricAccumulator()
-    tokens = 0
     indices: list[int] = []
     for micro in range(grad_accum):
         batch = next(batches)
@@ -123,7 +122,7 @@ def optimizer_step(model: torch.nn.Module, batches: Iterator[PreferenceBatch], g
                                     "(data-set positions). Try a lower learning rate or check those pairs.", state.step + 1, indices)
             accelerator.backward(loss / grad_accum)
         acc.add(values)
-        tokens += batch.num_tokens
+        acc.add_total("num_tokens", batch.token_count())
         advance()
     grad_norm = _clip(model, accelerator, max_grad_norm)
     if not math.isfinite(grad_norm):
@@ -134,12 +133,8 @@ def optimizer_step(model: torch.nn.Module, batches: Iterator[PreferenceBatch], g
     optimizer.step()
     scheduler.step()
     optimizer.zero_grad(set_to_none=True)
-    metrics = acc.reduce(accelerator.gather if accelerator.num_processes > 1 else None)
-    counts = torch.tensor([float(tokens), float(acc.count)], dtype=torch.float64)
-    if accelerator.num_processes > 1:
-        counts = accelerator.reduce(counts.to(accelerator.device), reduction="sum").cpu()  # over every process
-    metrics.update({"grad_norm": grad_norm, "learning_rate": lr, "num_tokens": counts[0].item(), "num_pairs": counts[1].item()})
-    return metrics
+    metrics = acc.reduce(accelerator.gather if accelerator.num_processes > 1 else None, count_key="num_pairs")
+    return metrics | {"grad_norm": grad_norm, "learning_rate": lr}
 
 
 @torch.no_grad()
@@ -154,7 +149,7 @@ def evaluate(model: torch.nn.Module, source: BatchSource, reference: Reference, 
             _, values = loss_on_batch(model, batch, reference, loss_cfg, chunk)
         acc.add(values, keep)
         if keep:
-            acc.per_pair["index"].append(batch.indices.detach().cpu())
+            acc.per_pair["index"].append(batch.indices)
     if was_training:
         model.train()
     means = acc.reduce(accelerator.gather if accelerator.num_processes > 1 else None)

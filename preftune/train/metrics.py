@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Callable
 
 import torch
 
@@ -25,29 +26,50 @@ def drift_values(chosen_logratios: torch.Tensor, rejected_logratios: torch.Tenso
     return 0.5 * (chosen_logratios.abs() + rejected_logratios.abs()).float()
 
 
+def _sum_dtype(device: torch.device) -> torch.dtype:
+    return torch.float32 if device.type == "mps" else torch.float64  # MPS has no float64
+
+
 class MetricAccumulator:
-    """Sums per-pair values across micro-batches; `reduce` gathers across processes and returns means."""
+    """Sums per-pair values (means) and counts (totals) across micro-batches on the values' device; `reduce` gathers
+    across processes and brings everything to the host in one transfer, so a step waits on the accelerator once."""
 
     def __init__(self) -> None:
-        self.sums: dict[str, torch.Tensor] = defaultdict(lambda: torch.zeros((), dtype=torch.float64))
+        self.sums: dict[str, torch.Tensor] = {}
+        self.totals: dict[str, torch.Tensor] = {}
         self.count = 0
         self.per_pair: dict[str, list[torch.Tensor]] = defaultdict(list)
 
+    @staticmethod
+    def _add(into: dict[str, torch.Tensor], key: str, value: torch.Tensor) -> None:
+        s = value.detach().to(_sum_dtype(value.device)).sum()
+        into[key] = into[key] + s if key in into else s
+
     def add(self, values: dict[str, torch.Tensor], keep: tuple[str, ...] = ()) -> None:
+        """Add one micro-batch's per-pair values (each (B,)); keeps the values of `keep` per pair (on their device)."""
         n = 0
         for k, v in values.items():
-            self.sums[k] = self.sums[k] + v.detach().double().sum().cpu()
+            self._add(self.sums, k, v)
             n = v.numel()
             if k in keep:
-                self.per_pair[k].append(v.detach().cpu())
+                self.per_pair[k].append(v.detach())
         self.count += n
 
-    def reduce(self, gather) -> dict[str, float]:
-        """Means over every pair seen by every process; `gather` is accelerate's gather (identity on one process)."""
+    def add_total(self, key: str, value: torch.Tensor) -> None:
+        """Add to a count reported as its sum over micro-batches and processes (e.g. tokens), not as a mean."""
+        self._add(self.totals, key, value)
+
+    def reduce(self, gather: Callable[[torch.Tensor], torch.Tensor] | None, count_key: str | None = None) -> dict[str, float]:
+        """Means of the per-pair values and sums of the totals over every process, plus the number of pairs as
+        `count_key` when named; `gather` is accelerate's gather (None on one process)."""
         if not self.sums:
             return {}
-        keys = sorted(self.sums)
-        vec = torch.stack([self.sums[k] for k in keys] + [torch.tensor(float(self.count), dtype=torch.float64)])
-        total = gather(vec.unsqueeze(0)).sum(0) if gather else vec
-        n = total[-1].item()
-        return {k: (total[i] / n).item() for i, k in enumerate(keys)}
+        keys, tkeys = sorted(self.sums), sorted(self.totals)
+        first = next(iter(self.sums.values()))
+        parts = [self.sums[k] for k in keys] + [self.totals[k].to(first.device, first.dtype) for k in tkeys]
+        vec = torch.stack(parts + [torch.tensor(float(self.count), dtype=first.dtype, device=first.device)])
+        total = (gather(vec.unsqueeze(0)).sum(0) if gather else vec).cpu().tolist()  # the one device-to-host transfer
+        n = total[-1]
+        means = {k: total[i] / n for i, k in enumerate(keys)}
+        means |= {k: total[len(keys) + j] for j, k in enumerate(tkeys)}
+        return means | ({count_key: n} if count_key else {})

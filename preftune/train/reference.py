@@ -78,7 +78,7 @@ class PrecomputedReference:
     def logps(self, batch: PreferenceBatch) -> tuple[torch.Tensor, torch.Tensor]:
         idx = batch.indices.to(self.chosen.device)
         dev = batch.input_ids.device
-        return self.chosen[idx].to(dev), self.rejected[idx].to(dev)
+        return self.chosen[idx].to(dev, non_blocking=True), self.rejected[idx].to(dev, non_blocking=True)
 
 
 def model_fingerprint(model: torch.nn.Module) -> str:

@@ -9,6 +9,7 @@ import os
 import random
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -193,8 +194,9 @@ def setup_data(cfg: RunConfig, accelerator: Any) -> RunData:
     return RunData(tokenizer, train_src, eval_src, loaded)
 
 
-def train(cfg: RunConfig, show_progress: bool = True) -> TrainResult:
-    """Train as configured; returns held-out metrics before and after, and writes everything under cfg.output_dir."""
+def train(cfg: RunConfig, show_progress: bool = True, on_step: Callable[[int], None] | None = None) -> TrainResult:
+    """Train as configured; returns held-out metrics before and after, and writes everything under cfg.output_dir.
+    `on_step(step)` is called after each optimizer step (a profiler's step marker, say)."""
     t0 = time.time()
     out_dir = Path(cfg.output_dir)
     preflight(out_dir, 64 * 2**20)
@@ -351,6 +353,8 @@ def train(cfg: RunConfig, show_progress: bool = True) -> TrainResult:
                 break
             if cfg.train.save_every and (state.step % cfg.train.save_every == 0 or stopped_early):
                 checkpoint()
+            if on_step is not None:
+                on_step(state.step)
             tick = time.time()
             if stopped_early:
                 break

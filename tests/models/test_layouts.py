@@ -118,6 +118,9 @@ def test_flex_mask_matches_the_dense_mask_token_by_token(smol_tokenizer) -> None
         b = torch.full_like(q, r)
         got = block_mask.mask_mod(b, torch.zeros_like(q), q, kv)
         assert torch.equal(got, batch.attention_mask[r, 0]), f"row {r}"
+    assert flex_block_mask(batch) is block_mask  # built once per batch: the policy and a live reference share it
+    again = collate("packed", pairs, range(5), smol_tokenizer.pad_token_id, row_tokens=900)
+    assert flex_block_mask(again) is not block_mask
 
 
 def test_flex_attention_refuses_the_padded_layout(smol_tokenizer) -> None:

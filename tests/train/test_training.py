@@ -107,3 +107,16 @@ def test_training_losses_are_the_same_in_every_layout(tmp_path: Path, tiny_model
     for key in ("loss", "logps/chosen", "logps/rejected"):
         assert [m[key] for m in b] == pytest.approx([m[key] for m in a], rel=1e-5, abs=1e-5), key
     assert b[0]["num_tokens"] < a[0]["num_tokens"]
+
+
+def test_step_counts_add_up_over_an_epoch_and_the_step_callback_runs(tmp_path: Path, tiny_model_dir: Path) -> None:
+    from preftune.data.prepare import prepare_data
+    from preftune.models.loading import load_tokenizer
+
+    cfg = tiny_config(tmp_path, tiny_model_dir, "train.layout=prefix_shared", "train.grad_accum=2", "train.max_steps=5")
+    seen: list[int] = []
+    result = train(cfg, show_progress=False, on_step=seen.append)
+    steps = train_metrics(result.output_dir)
+    assert seen == [1, 2, 3, 4, 5] and [m["num_pairs"] for m in steps] == [8] * 5  # 5 steps of 2 × 4 pairs: the 40 pairs once
+    pairs = prepare_data(cfg.data, load_tokenizer(str(tiny_model_dir), False), cfg.train.seed)[0].pairs
+    assert sum(m["num_tokens"] for m in steps) == sum(len(p.prompt) + len(p.chosen) + len(p.rejected) for p in pairs)
