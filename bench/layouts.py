@@ -1,7 +1,9 @@
 """Layouts side by side on the embedded SmolLM2-135M with LoRA r=8 on q,v: log-prob agreement with the padded
-layout, and forward+backward pairs/s on HH pairs. Alternates layouts (A B C A B C) so drift hits all.
+layout, and forward+backward pairs/s on HH pairs, the packed layout with rows of several sizes (`train.pack_tokens`:
+longer rows mean less padding but more attention computed and masked, since SDPA's dense mask cannot skip the blocks
+between segments). Alternates configurations (A B C A B C) so drift hits all.
 
-    python bench/layouts.py [--pairs 32] [--batch 8] [--rounds 2]
+    python bench/layouts.py [--pairs 32] [--batch 8] [--rounds 2] [--row-tokens 512,1024,2048]
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ def main() -> None:
     ap.add_argument("--pairs", type=int, default=32)
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--row-tokens", default="512,1024,2048", help="packed row sizes to try")
     ap.add_argument("--data", default=str(Path(__file__).resolve().parents[2] / "shared/data/hh-rlhf-harmless/train.jsonl"))
     args = ap.parse_args()
 
@@ -45,18 +48,25 @@ def main() -> None:
         for layout in LAYOUTS[1:]:
             got = sequence_logps(model, collate(layout, pairs[: args.batch], range(args.batch), pad)).logps
             result[f"max_rel_diff/{layout}"] = ((got - ref).abs() / ref.abs()).max().item()
-    times: dict[str, list[float]] = {lay: [] for lay in LAYOUTS}
+    configs = [("padded", 0), ("prefix_shared", 0)] + [("packed", int(n)) for n in args.row_tokens.split(",")]
+    name = lambda layout, n: f"packed@{n}" if n else layout  # noqa: E731
+    times: dict[str, list[float]] = {name(*c): [] for c in configs}
+    computed: dict[str, int] = {}
     for _ in range(args.rounds):
-        for layout in LAYOUTS:
+        for layout, n in configs:
             t = time.perf_counter()
+            computed[name(layout, n)] = 0
             for k in range(0, len(pairs), args.batch):
                 chunk = pairs[k:k + args.batch]
-                sequence_logps(model, collate(layout, chunk, range(len(chunk)), pad)).logps.sum().backward()
-            times[layout].append(time.perf_counter() - t)
-    for layout in LAYOUTS:
-        result[f"pairs_per_s/{layout}"] = len(pairs) / min(times[layout])
-    for layout in LAYOUTS[1:]:
-        result[f"speedup/{layout}"] = result[f"pairs_per_s/{layout}"] / result["pairs_per_s/padded"]
+                batch = collate(layout, chunk, range(len(chunk)), pad, row_tokens=n or 2048)
+                computed[name(layout, n)] += batch.input_ids.numel()
+                sequence_logps(model, batch).logps.sum().backward()
+            times[name(layout, n)].append(time.perf_counter() - t)
+    for key in times:
+        result[f"pairs_per_s/{key}"] = len(pairs) / min(times[key])
+        result[f"positions_computed/{key}"] = computed[key]  # rows × length, padding included
+    for key in list(times)[1:]:
+        result[f"speedup/{key}"] = result[f"pairs_per_s/{key}"] / result["pairs_per_s/padded"]
     out = Path(__file__).parent / "results"
     out.mkdir(exist_ok=True)
     (out / "layouts.json").write_text(json.dumps(result, indent=1))

@@ -121,29 +121,36 @@ def pair_length(p: TokenizedPair) -> int:
     return len(p.prompt) + max(len(p.chosen), len(p.rejected))
 
 
+def pack_rows(lengths: Sequence[int], row_tokens: int) -> list[list[int]]:
+    """Segments (by position in `lengths`) grouped into rows: the fewest rows of at most `row_tokens` tokens (or the
+    longest segment, where that is longer), balanced longest-first onto the least-filled row, so the longest row, to
+    which all rows are padded, stays close to the mean."""
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    cap = max(row_tokens, max(lengths))
+    n = max(1, -(-sum(lengths) // cap))
+    while True:
+        rows: list[list[int]] = [[] for _ in range(n)]
+        load = [0] * n
+        for i in order:
+            r = min(range(n), key=load.__getitem__)
+            rows[r].append(i)
+            load[r] += lengths[i]
+        if max(load) <= cap:
+            return [row for row in rows if row]
+        n += 1
+
+
 def collate_shared(pairs: Sequence[TokenizedPair], indices: Sequence[int], pad_id: int, row_tokens: int | None = None) -> PreferenceBatch:
     """Each pair as one segment [prompt | chosen | rejected]: the prompt is computed once for both responses.
 
     Rejected tokens do not see chosen tokens, and their position ids restart where the prompt ends, so each
-    response sees exactly [prompt | itself]. With `row_tokens`, segments are packed several to a row (first
-    fit, longest first) with block-diagonal masks, so no padding is computed inside a row; without it, one
-    pair per row (the prefix-shared layout).
+    response sees exactly [prompt | itself]. With `row_tokens`, segments are packed several to a row
+    (`pack_rows`) with block-diagonal masks, so little padding is computed; without it, one pair per row (the
+    prefix-shared layout).
     """
     b = len(pairs)
     seg_len = [len(p.prompt) + len(p.chosen) + len(p.rejected) for p in pairs]
-    rows_of: list[list[int]] = []
-    if row_tokens is None:
-        rows_of = [[i] for i in range(b)]
-    else:
-        room: list[int] = []
-        for i in sorted(range(b), key=lambda i: -seg_len[i]):
-            slot = next((r for r, free in enumerate(room) if free >= seg_len[i]), None)
-            if slot is None:
-                rows_of.append([i])
-                room.append(max(row_tokens, seg_len[i]) - seg_len[i])
-            else:
-                rows_of[slot].append(i)
-                room[slot] -= seg_len[i]
+    rows_of = [[i] for i in range(b)] if row_tokens is None else pack_rows(seg_len, row_tokens)
     length = max(sum(seg_len[i] for i in row) for row in rows_of)
     n_rows = len(rows_of)
     ids = torch.full((n_rows, length), pad_id, dtype=torch.long)

@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from hypothesis import given, settings, strategies as st
 
-from preftune.data.batch import LengthGroupedBatches, collate_padded
+from preftune.data.batch import LengthGroupedBatches, collate_padded, pack_rows
 from preftune.data.cache import tokenize_examples
 from preftune.data.pipeline import LoadSettings, load_examples
 from preftune.data.records import PreferencePair
@@ -131,3 +132,18 @@ def test_inspect_truncation_counts_equal_what_training_tokenization_counts(smol_
     assert report["prompts_truncated"] == counts.get("prompt truncated", 0) > 0
     assert report["responses_truncated"] == counts.get("response truncated", 0) > 0
     assert report["pairs_dropped"] == sum(n for k, n in counts.items() if k.startswith("dropped"))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.integers(1, 1200), min_size=1, max_size=40), st.integers(16, 2048))
+def test_packed_rows_hold_every_segment_once_within_the_row_size(lengths: list[int], row_tokens: int) -> None:
+    rows = pack_rows(lengths, row_tokens)
+    assert sorted(i for row in rows for i in row) == list(range(len(lengths)))
+    cap = max(row_tokens, max(lengths))
+    assert all(sum(lengths[i] for i in row) <= cap for row in rows)
+    assert len(rows) >= -(-sum(lengths) // cap)
+
+
+def test_packed_rows_are_balanced_not_filled_one_by_one() -> None:
+    rows = pack_rows([170] * 8, 1024)  # filling the first row would give 1020 + 340 tokens, padded to 2 × 1020
+    assert sorted(len(row) for row in rows) == [4, 4]
