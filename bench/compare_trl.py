@@ -113,7 +113,7 @@ def worker_preftune(spec: dict[str, Any]) -> dict[str, Any]:
     from preftune.config import load_config
     from preftune.train.run import train
 
-    over = [f"model.name_or_path={spec.get('model', MODEL)}", f"data.train={spec['data']}", "data.eval_fraction=0", "train.shuffle=false",
+    over = [f"model.name_or_path={MODEL}", f"data.train={spec['data']}", "data.eval_fraction=0", "train.shuffle=false",
             f"train.batch_size={spec['batch']}", f"train.max_steps={spec['steps']}", "train.learning_rate=5e-6", "train.warmup_ratio=0",
             f"data.max_length={MAX_LENGTH}", "data.max_prompt_length=null", "report=false", f"output_dir={spec['out']}",
             "train.log_every=1", "loss.name=dpo", "loss.beta=0.1"]
@@ -139,7 +139,7 @@ def worker_trl(spec: dict[str, Any]) -> dict[str, Any]:
 
     from preftune.models.loading import resolve_model_path
 
-    path = spec.get("model") or resolve_model_path(MODEL)
+    path = resolve_model_path(MODEL)
     torch.manual_seed(0)
     tok = AutoTokenizer.from_pretrained(path)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)

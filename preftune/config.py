@@ -150,7 +150,7 @@ class TrainConfig(Section):
     early_stopping_min_delta: float = Field(0.0, ge=0)
     layout: Literal["auto", "padded", "prefix_shared", "packed"] = Field(
         "auto", description="batch layout: padded, prefix_shared (prompt computed once), packed (several pairs a row); auto = packed")
-    pack_tokens: int = Field(2048, ge=16, description="tokens per row in the packed layout")
+    pack_tokens: int = Field(512, ge=16, description="most tokens per row in the packed layout (a longer pair gets its own row); longer rows compute more masked attention (bench/layouts.py)")
     logits_chunk: int = Field(1024, ge=1, description="response tokens per LM-head chunk")
     gradient_checkpointing: bool = Field(False, description="recompute activations in the backward pass: less memory, about a third more compute")
     optimizer_impl: Literal["auto", "fused", "foreach"] = Field(

@@ -193,7 +193,7 @@ def collate_shared(pairs: Sequence[TokenizedPair], indices: Sequence[int], pad_i
 LAYOUTS = ("padded", "prefix_shared", "packed")
 
 
-def collate(layout: str, pairs: Sequence[TokenizedPair], indices: Sequence[int], pad_id: int, row_tokens: int = 2048) -> PreferenceBatch:
+def collate(layout: str, pairs: Sequence[TokenizedPair], indices: Sequence[int], pad_id: int, row_tokens: int = 512) -> PreferenceBatch:
     """The batch of `pairs` in the named layout."""
     if layout == "padded":
         return collate_padded(pairs, indices, pad_id)

@@ -57,7 +57,7 @@ class BatchSource:
     world: int = 1
     device: torch.device | str = "cpu"
     layout: str = "padded"
-    pack_tokens: int = 2048
+    pack_tokens: int = 512
 
     def __post_init__(self) -> None:
         from ..data.batch import pair_length
