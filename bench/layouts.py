@@ -58,7 +58,7 @@ def main() -> None:
             computed[name(layout, n)] = 0
             for k in range(0, len(pairs), args.batch):
                 chunk = pairs[k:k + args.batch]
-                batch = collate(layout, chunk, range(len(chunk)), pad, row_tokens=n or 2048)
+                batch = collate(layout, chunk, range(len(chunk)), pad, row_tokens=n)  # n is 0 for the layouts that ignore it
                 computed[name(layout, n)] += batch.input_ids.numel()
                 sequence_logps(model, batch).logps.sum().backward()
             times[name(layout, n)].append(time.perf_counter() - t)

@@ -43,11 +43,6 @@ class PreferenceBatch:
         """Tokens the model computes (non-padding positions), as a scalar tensor on the batch's device."""
         return self.attention_mask.sum() if self.attention_mask.dim() == 2 else self.extras["valid"].sum()
 
-    @property
-    def num_tokens(self) -> int:
-        """`token_count` as a number (waits for the device)."""
-        return int(self.token_count())
-
     def to(self, device: torch.device | str) -> "PreferenceBatch":
         """The batch on `device`; `indices` (data-set positions, read on the host) stay where they are. Copies to a
         CUDA device go through pinned memory without blocking the host."""

@@ -45,7 +45,7 @@ def test_layouts_have_equal_gradients_and_compute_fewer_tokens(tiny_model, smol_
         batch = collate(layout, pairs, range(len(pairs)), pad, row_tokens=900)
         sequence_logps(tiny_model, batch, chunk=64).logps.sum().backward()
         grads[layout] = tiny_model.model.embed_tokens.weight.grad.clone()
-        tokens[layout] = batch.num_tokens
+        tokens[layout] = int(batch.token_count())
     for layout in ("prefix_shared", "packed"):
         torch.testing.assert_close(grads[layout], grads["padded"], rtol=1e-4, atol=1e-5)
     shared = sum(len(p.prompt) + len(p.chosen) + len(p.rejected) for p in pairs)
