@@ -44,13 +44,14 @@ PREFTUNE_OPTIONAL = [{"reference.strategy": "precomputed", "train.compile": "tru
 def write_pairs(n: int, path: Path, data: Path = DATA, tokenizer: str | None = None) -> dict[str, float]:
     """The first `n` pairs of `data` as standard explicit-prompt records; returns their token counts (with `tokenizer`,
     default the embedded SmolLM2's, tokenized as the runs tokenize them: max_length 512, no prompt limit)."""
-    from preftune.data.pipeline import LoadSettings, load_examples
-    from preftune.data.tokenize import PairTokenizer, TokenizeSettings
+    from preftune.config import DataConfig
+    from preftune.data.pipeline import load_examples
+    from preftune.data.tokenize import PairTokenizer
     from preftune.models.loading import load_tokenizer, resolve_model_path
 
-    examples = load_examples(str(data), LoadSettings(on_error="skip")).examples[:n]
+    examples = load_examples(str(data), DataConfig(on_error="skip").load_settings()).examples[:n]
     path.write_text("".join(json.dumps({"prompt": e.prompt, "chosen": e.chosen, "rejected": e.rejected}) + "\n" for e in examples))
-    tok = PairTokenizer(load_tokenizer(tokenizer or resolve_model_path(MODEL)), TokenizeSettings(max_length=MAX_LENGTH, max_prompt_length=None))
+    tok = PairTokenizer(load_tokenizer(tokenizer or resolve_model_path(MODEL)), DataConfig(max_length=MAX_LENGTH, max_prompt_length=None).tokenize_settings())
     pairs = [p for p in (tok(e) for e in examples) if p]
     return {"pairs": len(pairs), "prompt": sum(len(p.prompt) for p in pairs), "chosen": sum(len(p.chosen) for p in pairs),
             "rejected": sum(len(p.rejected) for p in pairs)}
@@ -111,7 +112,7 @@ def useful_flops(tokens: dict[str, float], params: dict[str, int], mode: str, li
 
 def worker_preftune(spec: dict[str, Any]) -> dict[str, Any]:
     from preftune.config import load_config
-    from preftune.train.run import train
+    from preftune.training.run import train
 
     over = [f"model.name_or_path={MODEL}", f"data.train={spec['data']}", "data.eval_fraction=0", "train.shuffle=false",
             f"train.batch_size={spec['batch']}", f"train.max_steps={spec['steps']}", "train.learning_rate=5e-6", "train.warmup_ratio=0",

@@ -74,7 +74,7 @@ def bf16_matmul_flops(n: int = 8192, reps: int = 20) -> float:
 
 def worker_preftune(spec: dict[str, Any]) -> dict[str, Any]:
     from preftune.config import load_config
-    from preftune.train.run import train
+    from preftune.training.run import train
 
     over = [f"model.name_or_path={spec['model']}", f"data.train={spec['data']}", "data.eval_fraction=0", "train.shuffle=false",
             f"train.batch_size={spec['batch']}", f"train.max_steps={spec['steps']}", "train.learning_rate=5e-6", "train.warmup_ratio=0",

@@ -28,9 +28,10 @@ def main() -> None:
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
+    from preftune.config import DataConfig
     from preftune.data.batch import LAYOUTS, collate
-    from preftune.data.pipeline import LoadSettings, load_examples
-    from preftune.data.tokenize import PairTokenizer, TokenizeSettings
+    from preftune.data.pipeline import load_examples
+    from preftune.data.tokenize import PairTokenizer
     from preftune.models.loading import load_tokenizer, resolve_model_path
     from preftune.models.logprobs import sequence_logps
 
@@ -39,8 +40,8 @@ def main() -> None:
     tok = load_tokenizer(path)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, attn_implementation="sdpa")
     model = get_peft_model(model, LoraConfig(r=8, target_modules=["q_proj", "v_proj"]))
-    pt = PairTokenizer(tok, TokenizeSettings(max_length=512))
-    pairs = [p for p in (pt(e) for e in load_examples(args.data, LoadSettings(on_error="skip")).examples[: args.pairs]) if p]
+    pt = PairTokenizer(tok, DataConfig(max_length=512).tokenize_settings())
+    pairs = [p for p in (pt(e) for e in load_examples(args.data, DataConfig(on_error="skip").load_settings()).examples[: args.pairs]) if p]
     pad = tok.pad_token_id
     result: dict = {"device": "cpu", "threads": torch.get_num_threads(), "pairs": len(pairs), "batch": args.batch}
     with torch.no_grad():

@@ -52,7 +52,7 @@ def main() -> None:
     from torch.profiler import ProfilerActivity, profile, schedule
 
     from preftune.config import load_config
-    from preftune.train.run import train
+    from preftune.training.run import train
 
     gpu = torch.cuda.is_available()
     over = [f"model.name_or_path={args.model}", f"data.train={args.data}", "data.eval_fraction=0", "train.shuffle=false",
@@ -63,7 +63,9 @@ def main() -> None:
     window: dict[str, float] = {}
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if gpu else [])
     with profile(activities=activities, schedule=schedule(wait=args.warmup - 1, warmup=1, active=args.steps, repeat=1)) as tp:
-        def on_step(step: int) -> None:
+        def on_step(step: int, metrics: dict) -> None:
+            if "loss" not in metrics:  # an evaluation
+                return
             if gpu:
                 torch.cuda.synchronize()
             if step == args.warmup:
@@ -72,7 +74,7 @@ def main() -> None:
                 window["end"] = time.perf_counter()
             tp.step()
 
-        train(load_config(None, over), show_progress=False, on_step=on_step)
+        train(load_config(None, over), show_progress=False, callbacks=[on_step])
     wall = (window["end"] - window["start"]) / args.steps
     result = summarize(tp.key_averages(), args.steps, wall, gpu)
     result |= {"device": torch.cuda.get_device_name() if gpu else "cpu", "torch": torch.__version__, "batch": args.batch, "options": args.options}

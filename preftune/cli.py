@@ -54,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--reference", help="reference model (folder, .gguf, or smollm2-135m-instruct)")
     ev.add_argument("--no-reference", action="store_true", help="compare the model's own log-probs even when a reference is implied")
     ev.add_argument("--config", help="YAML config: its data (recipe, mapping, lengths) and generation sections apply")
-    ev.add_argument("--beta", type=float, help="β of the implicit reward (default: the config's loss β, 0.1)")
+    ev.add_argument("--beta", type=float, help="β of the implicit reward (default: a run folder's own loss β, else the config's, 0.1)")
     ev.add_argument("--max-pairs", type=int, help="evaluate the first N pairs only")
     ev.add_argument("--batch-size", type=int, default=8)
     ev.add_argument("--generate", action="store_true", help="also sample responses to the held-out prompts (generation section of the config)")
@@ -97,18 +97,45 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
-def cmd_train(args: argparse.Namespace) -> int:
-    from .config import load_config
-    from .train.run import train
+SUMMARY_KEYS = ("eval/rewards/accuracies", "eval/rewards/margins", "eval/rewards/chosen", "eval/rewards/rejected", "eval/logps/chosen",
+                "eval/logps/rejected", "eval/loss")
 
-    cfg = load_config(args.config, args.overrides)
-    result = train(cfg)
+
+class SummaryTable:
+    """At the end of a run: the held-out metrics before and after, and where the model and report are."""
+
+    def on_end(self, result) -> None:  # type: ignore[no-untyped-def]
+        from rich.console import Console
+        from rich.table import Table
+
+        console = Console(stderr=True)
+        if result.interrupted:
+            return
+        if result.before or result.after:
+            table = Table(title=f"held-out metrics after {result.steps} steps ({result.seconds:.0f} s)")
+            for name, justify in (("metric", "left"), ("before", "right"), ("after", "right")):
+                table.add_column(name, justify=justify)
+            for k in SUMMARY_KEYS:
+                if k in result.before or k in result.after:
+                    b, a = result.before.get(k), result.after.get(k)
+                    table.add_row(k, "" if b is None else f"{b:.4f}", "" if a is None else f"{a:.4f}")
+            console.print(table)
+        if "model" in result.paths:
+            console.print(f"model saved to {result.paths['model']}")
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from . import api
+
+    result = api.train(args.config, overrides=args.overrides, callbacks=[SummaryTable()], catch_interrupt=True)
+    if "report" in result.paths:
+        print(f"report: {result.paths['report']}", file=sys.stderr)
     return 130 if result.interrupted else 0
 
 
 def cmd_precompute(args: argparse.Namespace) -> int:
     from .config import load_config
-    from .train.run import precompute_reference
+    from .training.setup import precompute_reference
 
     cfg = load_config(args.config, args.overrides)
     path = precompute_reference(cfg)
@@ -122,13 +149,13 @@ def cmd_data(args: argparse.Namespace) -> int:
 
     overrides = [p for p in args.paths if "=" in p and p.split("=", 1)[0].startswith("data.")]
     paths = [p for p in args.paths if p not in overrides]
-    cfg = load_config(args.config, overrides).data
+    cfg = load_config(args.config, overrides).data.settings(train=paths)
     tokenizer = None
     if args.model:
         from .models.loading import load_tokenizer
 
         tokenizer = load_tokenizer(args.model)
-    report = inspect_data(paths, cfg, tokenizer)
+    report = inspect_data(cfg, tokenizer)
     print(json.dumps(report, indent=None if args.json else 2) if args.json else render_report(report))
     return 0
 
@@ -156,12 +183,9 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    import torch
-
+    from . import api
     from .config import JudgeConfig, load_config
     from .errors import ConfigError
-    from .evaluate.models import load_eval_models, resolve_run_folder
-    from .evaluate.run import EvalSettings, run_eval
 
     cfg = load_config(args.config, args.overrides)
     judge = None
@@ -173,17 +197,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
         if not isinstance(judge_args, dict):
             raise ConfigError("--judge-args: must be a JSON object of keyword arguments.")
         judge = JudgeConfig(name=args.judge, args=judge_args)
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    models = load_eval_models(args.model, args.reference, cfg.model.dtype, device, reference_free=args.no_reference)
-    if args.output_dir:
-        out = Path(args.output_dir)
-    else:
-        folder, start = resolve_run_folder(args.model)
-        out = Path(folder).parent / "eval" if start is not None else Path("runs/eval")
-    settings = EvalSettings(beta=args.beta or cfg.loss.resolved_beta(), max_pairs=args.max_pairs, batch_size=args.batch_size,
-                            generate=args.generate or judge is not None, judge=judge, show_progress=not args.json)
     data = args.data[0] if len(args.data) == 1 else args.data
-    result = run_eval(models, data, cfg, settings, out)
+    result = api.evaluate(args.model, data, reference=args.reference, beta=args.beta, config=cfg, reference_free=args.no_reference,
+                          batch_size=args.batch_size, max_pairs=args.max_pairs, generate=args.generate, judge=judge,
+                          output_dir=Path(args.output_dir) if args.output_dir else api.DEFAULT_EVAL_DIR, progress=not args.json)
     print(json.dumps(result) if args.json else render_eval(result))
     return 0
 
@@ -192,7 +209,7 @@ def render_eval(result: dict) -> str:
     """The eval result as a few readable lines."""
     p = result["preference"]
     f = lambda v: f"{v:.4f}" if isinstance(v, float) else str(v)  # noqa: E731
-    lines = [f"model: {result['model']}   reference: {result['reference'] or 'none (own log-probs)'}   β = {result['beta']}",
+    lines = [f"model: {result['model']}   reference: {result['reference'] or 'none (own log-probs)'}   loss: {result['loss']}   β = {result['beta']}",
              f"pairs: {p['pairs']}   accuracy: {f(p['rewards/accuracies'])}   margin: {f(p['rewards/margins'])}   "
              f"per-token accuracy: {f(p['accuracy_per_token'])}"]
     if "logratios/chosen" in p:

@@ -18,7 +18,7 @@ def need(path: Path) -> Path:
 
 
 def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> Path:
-    from preftune.train import artifacts
+    from preftune.training import artifacts
 
     path.parent.mkdir(parents=True, exist_ok=True)
     artifacts.write_jsonl(path, rows, ensure_ascii=False)
@@ -31,7 +31,7 @@ def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
 
 def train_run(overrides: list[str]) -> Any:
     from preftune.config import load_config
-    from preftune.train.run import train
+    from preftune.training.run import train
 
     return train(load_config(None, overrides), show_progress=True)
 

@@ -26,17 +26,18 @@ STEPS, BATCH, N_PROMPTS, N_PAIRS, MAX_NEW = 32, 2, 16, 64, 256
 
 
 def longer_chosen_pairs(n: int) -> list[dict[str, Any]]:
-    from preftune.data.pipeline import LoadSettings, load_examples
+    from preftune.config import DataConfig
+    from preftune.data.pipeline import load_examples
 
-    examples = load_examples(str(need(SHARED / "hh-rlhf-harmless" / "train.jsonl")), LoadSettings(on_error="skip")).examples
+    examples = load_examples(str(need(SHARED / "hh-rlhf-harmless" / "train.jsonl")), DataConfig(on_error="skip").load_settings()).examples
     keep = [e for e in examples if len(e.chosen) >= 1.3 * len(e.rejected) and len(e.chosen) - len(e.rejected) >= 40]
     return [{"prompt": e.prompt, "chosen": e.chosen, "rejected": e.rejected} for e in keep[:n]]
 
 
 def measure(model: str, test: Path, out: Path, with_reference: bool) -> dict[str, Any]:
     from preftune.config import load_config
-    from preftune.evaluate.models import load_eval_models
-    from preftune.evaluate.run import EvalSettings, run_eval
+    from preftune.evaluation.models import load_eval_models
+    from preftune.evaluation.run import EvalSettings, run_eval
 
     cfg = load_config(None, ["data.on_error=skip", "generation.do_sample=false", f"generation.max_new_tokens={MAX_NEW}",
                              f"generation.max_prompts={N_PROMPTS}", "generation.batch_size=8"])

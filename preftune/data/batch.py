@@ -9,7 +9,7 @@ its rejected response slot B + i). Log-probabilities are computed from that list
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
 import torch
@@ -54,14 +54,12 @@ class PreferenceBatch:
                        weights=move(self.weights), extras={k: move(v) for k, v in self.extras.items()})
 
 
-def collate_padded(pairs: Sequence[TokenizedPair], indices: Sequence[int], pad_id: int, pad_to_multiple_of: int | None = None) -> PreferenceBatch:
+def collate_padded(pairs: Sequence[TokenizedPair], indices: Sequence[int], pad_id: int) -> PreferenceBatch:
     """Stack each pair's [prompt|chosen] rows, then its [prompt|rejected] rows, right-padded to the longest."""
     b = len(pairs)
     seqs = [p.prompt + p.chosen for p in pairs] + [p.prompt + p.rejected for p in pairs]
     resp_start = [len(p.prompt) for p in pairs] * 2
     length = max(len(s) for s in seqs)
-    if pad_to_multiple_of:
-        length = -(-length // pad_to_multiple_of) * pad_to_multiple_of
     ids = torch.full((2 * b, length), pad_id, dtype=torch.long)
     mask = torch.zeros((2 * b, length), dtype=torch.long)
     rows, cols, labels, seq = [], [], [], []
@@ -107,9 +105,6 @@ class LengthGroupedBatches:
     def __len__(self) -> int:
         n = len(self.lengths) // self.batch_size
         return n if self.drop_last or len(self.lengths) % self.batch_size == 0 else n + 1
-
-    def __iter__(self) -> Iterator[list[int]]:
-        return iter(self.batches(0))
 
 
 def pair_length(p: TokenizedPair) -> int:

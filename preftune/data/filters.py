@@ -13,13 +13,14 @@ Example = PreferencePair | UnpairedExample
 
 @dataclass(frozen=True)
 class FilterSettings:
-    """Which filters run. `min_confidence` drops pairs whose agreement or score margin is below it."""
+    """Which filters run. `min_confidence` drops pairs whose agreement or score margin is below it. Built from the
+    config's `data.filters` (`DataConfig.load_settings`), which holds the defaults."""
 
-    drop_near_identical: bool = True
-    drop_duplicates: bool = True
-    min_confidence: float | None = None
-    max_prompt_chars: int | None = None
-    max_response_chars: int | None = None
+    drop_near_identical: bool
+    drop_duplicates: bool
+    min_confidence: float | None
+    max_prompt_chars: int | None
+    max_response_chars: int | None
 
 
 def _squash(text: str) -> str:

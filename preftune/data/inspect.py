@@ -6,20 +6,14 @@ import statistics
 from dataclasses import replace
 from typing import Any
 
-from ..config import DataConfig
 from .cache import tokenize_examples
 from .pipeline import LoadedData, load_examples
-from .prepare import load_settings, tokenize_settings
+from .prepare import DataSettings
 from .tokenize import PairTokenizer
 from .records import PreferencePair, as_text
+from ..stats import length_stats
 
-
-def distribution(values: list[int]) -> dict[str, float]:
-    if not values:
-        return {}
-    s = sorted(values)
-    q = lambda f: s[min(len(s) - 1, int(f * len(s)))]  # noqa: E731
-    return {"min": s[0], "p50": q(0.5), "p90": q(0.9), "p99": q(0.99), "max": s[-1], "mean": round(statistics.fmean(s), 2)}
+PERCENTILES = (90, 99)
 
 
 def length_bias(chosen: list[int], rejected: list[int]) -> dict[str, float]:
@@ -32,9 +26,11 @@ def length_bias(chosen: list[int], rejected: list[int]) -> dict[str, float]:
             "median_difference": statistics.median(diffs)}
 
 
-def inspect_data(sources: list[str], cfg: DataConfig, tokenizer: Any | None = None) -> dict[str, Any]:
-    """The inspection report as one dict (JSON-ready); token statistics need a tokenizer, else characters are used."""
-    loaded: LoadedData = load_examples(sources, load_settings(cfg))
+def inspect_data(settings: DataSettings, tokenizer: Any | None = None) -> dict[str, Any]:
+    """The inspection report of `settings.train` as one dict (JSON-ready); token statistics need a tokenizer, else
+    characters are used."""
+    sources = [str(s) for s in settings.train] if isinstance(settings.train, (list, tuple)) else [str(settings.train)]
+    loaded: LoadedData = load_examples(settings.train, settings.load)
     pairs = [e for e in loaded.examples if isinstance(e, PreferencePair)]
     report: dict[str, Any] = {"sources": sources, "format": loaded.format, "records_read": loaded.n_read, "examples": len(loaded.examples),
                               "errors_by_kind": loaded.errors, "removed_by_filter": loaded.removed,
@@ -47,21 +43,20 @@ def inspect_data(sources: list[str], cfg: DataConfig, tokenizer: Any | None = No
         report["truncation"] = {}
     else:
         unit = "tokens"
-        settings = tokenize_settings(cfg)
-        untruncated = replace(settings, max_length=None, max_prompt_length=None)
-        tokenized, _, _ = tokenize_examples(pairs, tokenizer, untruncated, cfg.num_proc)
+        untruncated = replace(settings.tokenize, max_length=None, max_prompt_length=None)
+        tokenized, _, _ = tokenize_examples(pairs, tokenizer, untruncated, settings.num_proc)
         p = [len(t.prompt) for t in tokenized]
         c = [len(t.chosen) for t in tokenized]
         r = [len(t.rejected) for t in tokenized]
-        truncator = PairTokenizer(tokenizer, settings)  # the same rule training applies, on the ids just made
+        truncator = PairTokenizer(tokenizer, settings.tokenize)  # the same rule training applies, on the ids just made
         for t in tokenized:
             truncator.truncate(t.prompt, t.chosen, t.rejected)
         counts = truncator.counts
-        report["truncation"] = {"max_length": settings.max_length, "max_prompt_length": settings.max_prompt_length,
+        report["truncation"] = {"max_length": settings.tokenize.max_length, "max_prompt_length": settings.tokenize.max_prompt_length,
                                 "prompts_truncated": counts["prompt truncated"], "responses_truncated": counts["response truncated"],
                                 "pairs_dropped": sum(n for k, n in counts.items() if k.startswith("dropped"))}
     report["length_unit"] = unit
-    report["lengths"] = {"prompt": distribution(p), "chosen": distribution(c), "rejected": distribution(r)}
+    report["lengths"] = {"prompt": length_stats(p, PERCENTILES), "chosen": length_stats(c, PERCENTILES), "rejected": length_stats(r, PERCENTILES)}
     report["length_bias"] = length_bias(c, r)
     return report
 

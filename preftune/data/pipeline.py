@@ -9,10 +9,10 @@ from dataclasses import dataclass, field
 
 from ..errors import DataError
 from .filters import Example, FilterSettings, apply_filters
-from .formats import DEFAULT_TURN_BOUNDARY, Format, RecordError, detect_format, normalize
+from .formats import Format, RecordError, detect_format, normalize
 from .mapping import ColumnMapping, NoMajority, apply_mapping, check_columns
 from .problems import OnError, Problem, ProblemLog
-from .readers import RawRecord, read_records
+from .readers import InMemoryRecords, RawRecord, read_records
 from .recipes import RECIPES
 from .synthetic import arithmetic_records
 
@@ -25,17 +25,17 @@ UNREADABLE = ("malformed JSON", "undecodable bytes", "not an object")
 
 @dataclass(frozen=True)
 class LoadSettings:
-    """How records are read and turned into examples (the `data` section of the config holds these)."""
+    """How records are read and turned into examples. Built by `DataConfig.load_settings`, the one place of the defaults."""
 
-    split: str | None = None
-    recipe: str | None = None
-    columns: ColumnMapping | None = None
-    format: str = "auto"
-    turn_boundary: str = DEFAULT_TURN_BOUNDARY
-    on_error: OnError = "fail"
-    filters: FilterSettings = field(default_factory=FilterSettings)
-    builtin_size: int = 512
-    builtin_seed: int = 0
+    split: str | None
+    recipe: str | None
+    columns: ColumnMapping | None
+    format: str
+    turn_boundary: str
+    on_error: OnError
+    filters: FilterSettings
+    builtin_size: int
+    builtin_seed: int
 
 
 @dataclass
@@ -50,9 +50,13 @@ class LoadedData:
     problems: list[Problem] = field(default_factory=list)
 
 
-def load_examples(sources: str | Sequence[str], settings: LoadSettings) -> LoadedData:
-    """Read every source, apply the recipe or mapping, validate, normalize and filter; logs each count."""
-    specs = [sources] if isinstance(sources, str) else list(sources)
+Sources = str | InMemoryRecords | Sequence[str]
+
+
+def load_examples(sources: Sources, settings: LoadSettings) -> LoadedData:
+    """Read every source (paths, dataset names, builtins or records from Python), apply the recipe or mapping,
+    validate, normalize and filter; logs each count."""
+    specs: list[str | InMemoryRecords] = [sources] if isinstance(sources, (str, InMemoryRecords)) else list(sources)
     if not specs:
         raise DataError("no data sources given. Fix: set data.train to a file, folder or dataset name.")
     log = ProblemLog(settings.on_error)
@@ -80,11 +84,13 @@ def load_examples(sources: str | Sequence[str], settings: LoadSettings) -> Loade
     for reason, n in removed.items():
         logger.info("data: removed %d record(s): %s", n, reason)
     if not kept:
-        raise DataError(f"{', '.join(specs)}: no usable records left after validation and filters ({dict(removed)}). Fix: check the data or loosen data.filters.")
+        raise DataError(f"{', '.join(map(str, specs))}: no usable records left after validation and filters ({dict(removed)}). Fix: check the data or loosen data.filters.")
     return LoadedData(kept, fmt, n_read, log.counts(), dict(removed), log.problems)
 
 
-def _read(spec: str, settings: LoadSettings, log: ProblemLog) -> list[RawRecord]:
+def _read(spec: str | InMemoryRecords, settings: LoadSettings, log: ProblemLog) -> list[RawRecord]:
+    if isinstance(spec, InMemoryRecords):
+        return spec.records(log)
     if spec.startswith(BUILTIN_PREFIX):
         name = spec[len(BUILTIN_PREFIX):]
         if name not in BUILTINS:

@@ -8,11 +8,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..config import DataConfig
 from ..errors import DataError
 from .cache import tokenize_examples
-from .filters import Example, FilterSettings
-from .pipeline import LoadedData, LoadSettings, load_examples
+from .filters import Example
+from .pipeline import LoadedData, LoadSettings, Sources, load_examples
 from .tokenize import TokenizedPair, TokenizeSettings
 
 logger = logging.getLogger("preftune.data")
@@ -27,15 +26,18 @@ class TokenizedSplit:
     counts: dict[str, int]
 
 
-def load_settings(cfg: DataConfig) -> LoadSettings:
-    f = cfg.filters
-    return LoadSettings(split=cfg.split, recipe=cfg.recipe, columns=cfg.columns, format=cfg.format, turn_boundary=cfg.turn_boundary,
-                        on_error=cfg.on_error, builtin_size=cfg.builtin_size, builtin_seed=cfg.builtin_seed,
-                        filters=FilterSettings(f.drop_near_identical, f.drop_duplicates, f.min_confidence, f.max_prompt_chars, f.max_response_chars))
+@dataclass(frozen=True)
+class DataSettings:
+    """What `prepare_data` needs: the sources, how to read and tokenize them, how much to hold out, and the cache.
+    Built by `DataConfig.settings`, which holds every default."""
 
-
-def tokenize_settings(cfg: DataConfig) -> TokenizeSettings:
-    return TokenizeSettings(cfg.chat_template, cfg.max_length, cfg.max_prompt_length)
+    train: Sources
+    eval: Sources | None
+    load: LoadSettings
+    tokenize: TokenizeSettings
+    eval_fraction: float
+    num_proc: int
+    cache_dir: str | None
 
 
 def split_examples(loaded: LoadedData, eval_fraction: float, seed: int) -> tuple[list[Example], list[Example]]:
@@ -52,9 +54,10 @@ def split_examples(loaded: LoadedData, eval_fraction: float, seed: int) -> tuple
     return [e for i, e in enumerate(examples) if i not in held], [e for i, e in enumerate(examples) if i in held]
 
 
-def tokenize_split(examples: list[Example], tokenizer: Any, cfg: DataConfig) -> TokenizedSplit:
-    cache = Path(cfg.cache_dir) if cfg.cache_dir else None
-    pairs, index, counts = tokenize_examples(examples, tokenizer, tokenize_settings(cfg), cfg.num_proc, cache)
+def tokenize_split(examples: list[Example], tokenizer: Any, settings: DataSettings) -> TokenizedSplit:
+    """Tokenized pairs of `examples` (cached), with the examples they came from and the truncation counts."""
+    cache = Path(settings.cache_dir) if settings.cache_dir else None
+    pairs, index, counts = tokenize_examples(examples, tokenizer, settings.tokenize, settings.num_proc, cache)
     for reason, n in counts.items():
         logger.info("data: %d pair(s): %s", n, reason)
     if not pairs:
@@ -62,17 +65,17 @@ def tokenize_split(examples: list[Example], tokenizer: Any, cfg: DataConfig) -> 
     return TokenizedSplit(pairs, [examples[i] for i in index], counts)
 
 
-def prepare_data(cfg: DataConfig, tokenizer: Any, seed: int) -> tuple[TokenizedSplit, TokenizedSplit | None, LoadedData]:
+def prepare_data(settings: DataSettings, tokenizer: Any, seed: int) -> tuple[TokenizedSplit, TokenizedSplit | None, LoadedData]:
     """Load, hold out (when no eval data is named) and tokenize; returns (train, eval or None, train load report)."""
-    settings = load_settings(cfg)
-    loaded = load_examples(cfg.train, settings)
-    if cfg.eval is not None:
+    loaded = load_examples(settings.train, settings.load)
+    if settings.eval is not None:
         train_ex = loaded.examples
-        eval_ex = load_examples(cfg.eval, settings).examples
+        eval_ex = load_examples(settings.eval, settings.load).examples
     else:
-        train_ex, eval_ex = split_examples(loaded, cfg.eval_fraction, seed)
+        train_ex, eval_ex = split_examples(loaded, settings.eval_fraction, seed)
         if eval_ex:
-            logger.info("data: held out %d of %d example(s) for evaluation (data.eval_fraction=%s)", len(eval_ex), len(loaded.examples), cfg.eval_fraction)
-    train = tokenize_split(train_ex, tokenizer, cfg)
-    held = tokenize_split(eval_ex, tokenizer, cfg) if eval_ex else None
+            logger.info("data: held out %d of %d example(s) for evaluation (data.eval_fraction=%s)", len(eval_ex), len(loaded.examples),
+                        settings.eval_fraction)
+    train = tokenize_split(train_ex, tokenizer, settings)
+    held = tokenize_split(eval_ex, tokenizer, settings) if eval_ex else None
     return train, held, loaded

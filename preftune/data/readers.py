@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,6 +24,28 @@ class RawRecord:
     source: str
     line: int
     unit: str = "line"
+
+
+@dataclass(frozen=True)
+class InMemoryRecords:
+    """Records handed over from Python: a list of dicts or a `datasets.Dataset`. Problems name the record's index."""
+
+    rows: Sequence[Any]
+    name: str = "train_data"
+
+    def __str__(self) -> str:
+        return f"{self.name} ({len(self.rows)} records)"
+
+    def records(self, log: ProblemLog) -> list[RawRecord]:
+        out = []
+        for i, row in enumerate(self.rows):
+            if not isinstance(row, Mapping):
+                log.add(Problem("not an object", self.name, i, None, f"a {type(row).__name__}", "pass one dict per record", "record"))
+                continue
+            out.append(RawRecord(dict(row), self.name, i, "record"))
+        if not out and not log.problems:
+            raise DataError(f"{self.name}: no records. Fix: pass a non-empty list of dicts or a datasets.Dataset.")
+        return out
 
 
 def read_records(spec: str, log: ProblemLog, split: str | None = None) -> list[RawRecord]:

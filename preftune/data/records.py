@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
-
 Message = dict[str, str]
 Text = str | list[Message]
 
@@ -54,7 +52,3 @@ def as_text(value: Text) -> str:
         return value
     return "\n".join(f"{m.get('role', '')}: {m.get('content', '')}" for m in value)
 
-
-def optional_fields(data: dict[str, Any]) -> dict[str, Any]:
-    """The optional per-record fields kept through the pipeline, as found."""
-    return {k: data[k] for k in ("id", "score_chosen", "score_rejected", "weight") if k in data and data[k] is not None}

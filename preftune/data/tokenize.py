@@ -13,11 +13,12 @@ ChatTemplateMode = Literal["auto", "always", "never"]
 
 @dataclass(frozen=True)
 class TokenizeSettings:
-    """`max_length` bounds prompt + each response; `max_prompt_length` bounds the prompt (its end is kept)."""
+    """`max_length` bounds prompt + each response; `max_prompt_length` bounds the prompt (its end is kept). Built by
+    `DataConfig.tokenize_settings`, which holds the defaults."""
 
-    chat_template: ChatTemplateMode = "auto"
-    max_length: int | None = 1024
-    max_prompt_length: int | None = 512
+    chat_template: ChatTemplateMode
+    max_length: int | None
+    max_prompt_length: int | None
 
     def key(self) -> str:
         return f"{self.chat_template}|{self.max_length}|{self.max_prompt_length}"

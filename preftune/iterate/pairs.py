@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from itertools import combinations
 
-from ..evaluate.judges import Judge
+from ..evaluation.judges import Judge
 
 
 def sample_scores(judge: Judge, prompt: str, responses: Sequence[str]) -> list[float]:

@@ -16,11 +16,11 @@ import torch
 
 from ..config import GenerationConfig, ModelConfig, RunConfig
 from ..data.records import Text, as_text
-from ..evaluate.generation import Sample, generate, length_stats
-from ..evaluate.judges import Judge, load_judge
-from ..evaluate.run import decode, prompt_tokenizer
+from ..evaluation.generation import Sample, generate, length_stats
+from ..evaluation.judges import Judge, load_judge
+from ..evaluation.run import decode, prompt_tokenizer
 from ..models.loading import load_model, load_tokenizer
-from ..train.artifacts import write_json, write_jsonl
+from ..training.artifacts import write_json, write_jsonl
 from .pairs import best_and_worst, sample_scores
 from .prompts import round_prompts
 
@@ -37,7 +37,7 @@ def _device() -> torch.device:
 
 def generate_texts(cfg: RunConfig, model_path: str, prompts: list[Text], gen: GenerationConfig, label: str, show: bool) -> tuple[list[Sample], list[str]]:
     """Load `model_path` and answer `prompts` with `gen` (prompts tokenized as training tokenizes them); samples and texts."""
-    from ..evaluate.progress import stage
+    from ..evaluation.progress import stage
 
     model = load_model(ModelConfig(name_or_path=model_path, dtype=cfg.model.dtype, trust_remote_code=cfg.model.trust_remote_code), trainable=False)
     model.to(_device())
@@ -67,8 +67,9 @@ def evaluate_greedy(cfg: RunConfig, model_path: str, prompts: list[Text], judge:
     return result
 
 
-def sample_and_pair(cfg: RunConfig, model_path: str, prompts: list[Text], judge: Judge, folder: Path, seed: int, show: bool) -> dict[str, Any]:
-    """K samples per prompt from the current model, judged; best-vs-worst pairs written to folder/pairs.jsonl."""
+def sample_and_pair(cfg: RunConfig, model_path: str, prompts: list[Text], judge: Judge, folder: Path, seed: int,
+                    show: bool) -> list[dict[str, Any]]:
+    """K samples per prompt from the current model, judged; the best-vs-worst pairs (also recorded in folder/pairs.jsonl)."""
     gen = cfg.generation.model_copy(update={"do_sample": True, "num_samples": cfg.iterate.samples_per_prompt, "seed": seed})
     samples, texts = generate_texts(cfg, model_path, prompts, gen, f"sample {folder.name}", show)
     pairs, records, ties, all_scores = [], [], 0, []
@@ -91,11 +92,12 @@ def sample_and_pair(cfg: RunConfig, model_path: str, prompts: list[Text], judge:
              "sample_length_tokens": length_stats(samples)}
     write_json(folder / "sampling.json", stats)
     write_jsonl(folder / "pairs.jsonl", pairs, ensure_ascii=False)  # last: marks sampling done
-    return stats
+    return pairs
 
 
 def round_config(cfg: RunConfig, start_model: str, original: str, pairs: Path, folder: Path, r: int) -> RunConfig:
-    """The training run of round r: the round's pairs, the previous model as policy start, the chosen reference."""
+    """The training run of round r: the round's pairs (recorded in `pairs`, handed over in memory), the previous model as
+    policy start, the chosen reference."""
     data = cfg.data.model_copy(update={"train": str(pairs), "eval": None, "eval_fraction": 0.0, "recipe": None, "columns": None})
     model = cfg.model.model_copy(update={"name_or_path": start_model}, deep=True)
     reference = cfg.reference.model_copy()
@@ -108,7 +110,9 @@ def round_config(cfg: RunConfig, start_model: str, original: str, pairs: Path, f
 
 def iterate(cfg: RunConfig, show_progress: bool = True) -> list[dict[str, Any]]:
     """Run (or finish) cfg.iterate.rounds rounds; returns one summary per round, round 0 being the start model."""
-    from ..train.run import train
+    from ..data.readers import InMemoryRecords
+    from ..report import ReportWriter
+    from ..training.run import train
 
     it = cfg.iterate
     out = Path(cfg.output_dir)
@@ -134,13 +138,16 @@ def iterate(cfg: RunConfig, show_progress: bool = True) -> list[dict[str, Any]]:
         folder.mkdir(parents=True, exist_ok=True)
         start = (r - 1) * it.prompts_per_round % len(train_prompts)
         prompts = (train_prompts + train_prompts)[start:start + min(it.prompts_per_round, len(train_prompts))]
-        if not (folder / "pairs.jsonl").exists():
-            sample_and_pair(cfg, model_path, prompts, judge, folder, cfg.generation.seed + r, show_progress)
+        if (folder / "pairs.jsonl").exists():  # a round cut short after sampling: its pairs as recorded
+            pairs = [json.loads(line) for line in (folder / "pairs.jsonl").read_text(encoding="utf-8").splitlines() if line.strip()]
+        else:
+            pairs = sample_and_pair(cfg, model_path, prompts, judge, folder, cfg.generation.seed + r, show_progress)
         sampling = json.loads((folder / "sampling.json").read_text())
         trained: dict[str, Any] = {}
         if sampling["pairs"] > 0:
             run_cfg = round_config(cfg, model_path, original, folder / "pairs.jsonl", folder, r)
-            result = train(run_cfg, show_progress=show_progress)
+            result = train(run_cfg, train_data=InMemoryRecords(pairs, f"round {r} pairs"), show_progress=show_progress,
+                           callbacks=[ReportWriter()] if cfg.report else [])
             if result.interrupted:
                 raise KeyboardInterrupt
             weights = folder / "train" / ("merged" if (folder / "train" / "merged").exists() else "model")

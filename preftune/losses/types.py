@@ -45,7 +45,3 @@ class LossOutput:
     losses: torch.Tensor
     chosen_rewards: torch.Tensor
     rejected_rewards: torch.Tensor
-
-    @property
-    def loss(self) -> torch.Tensor:
-        return self.losses.mean()

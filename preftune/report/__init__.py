@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
-from ..train.artifacts import write_text_atomic
+from ..training.artifacts import write_text_atomic
+from ..training.callbacks import Callback, TrainResult
 
 from .collect import RunView, collect
 from .html import render
@@ -25,4 +27,27 @@ def write_report(run_dir: Path | str, pngs: bool = True) -> Path:
     return page
 
 
-__all__ = ["REPORT", "RunView", "collect", "write_report"]
+class ReportWriter(Callback):
+    """Writes the report at each checkpoint and at the end of a run (`report: true`); a report never costs the run."""
+
+    def __init__(self) -> None:
+        self.page: Path | None = None
+
+    def _write(self, run_dir: Path) -> None:
+        try:
+            self.page = write_report(run_dir)
+        except Exception as e:  # noqa: BLE001 - the run's files are intact whatever the page hit
+            logging.getLogger("preftune.report").warning("report: could not be written (%s: %s); the run's files are intact, try `preftune report %s`",
+                                                         type(e).__name__, e, run_dir)
+
+    def on_save(self, checkpoint: Path) -> None:
+        self._write(checkpoint.parent)
+
+    def on_end(self, result: TrainResult) -> None:
+        if result.output_dir is not None:
+            self._write(result.output_dir)
+            if self.page is not None:
+                result.paths["report"] = self.page
+
+
+__all__ = ["REPORT", "ReportWriter", "RunView", "collect", "write_report"]

@@ -10,7 +10,7 @@ from typing import Any
 import yaml
 
 from ..errors import PreftuneError
-from ..train.artifacts import DATA_SUMMARY, DIAGNOSTICS, EVAL_PAIRS
+from ..training.artifacts import DATA_SUMMARY, DIAGNOSTICS, EVAL_PAIRS
 
 
 @dataclass

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from preftune.data.filters import FilterSettings
-from preftune.data.pipeline import LoadSettings, load_examples
+from preftune.config import DataConfig
+from preftune.data.pipeline import load_examples
 from preftune.data.records import PreferencePair, UnpairedExample
 from preftune.errors import DataError
 
@@ -19,7 +19,7 @@ STANDARD = [{"prompt": "What is 2+2?", "chosen": " 4", "rejected": " 5", "id": "
 
 
 def load(path: Path | str, **kw) -> list:
-    return load_examples(str(path), LoadSettings(**kw)).examples
+    return load_examples(str(path), DataConfig(**kw).load_settings()).examples
 
 
 def test_standard_jsonl_keeps_optional_fields(tmp_path: Path) -> None:
@@ -48,13 +48,13 @@ def test_json_list_parquet_csv_and_save_to_disk_give_the_same_pairs(tmp_path: Pa
 def test_several_files_combine(tmp_path: Path) -> None:
     a = write_jsonl(tmp_path / "a.jsonl", STANDARD[:1])
     b = write_jsonl(tmp_path / "b.jsonl", STANDARD[1:])
-    assert len(load_examples([str(a), str(b)], LoadSettings()).examples) == 2
+    assert len(load_examples([str(a), str(b)], DataConfig().load_settings()).examples) == 2
 
 
 def test_implicit_prompt_is_cut_after_the_last_assistant_marker(tmp_path: Path) -> None:
     rec = {"chosen": "\n\nHuman: hi\n\nAssistant: hello\n\nHuman: and?\n\nAssistant: Fine, thanks.",
            "rejected": "\n\nHuman: hi\n\nAssistant: hello\n\nHuman: and?\n\nAssistant: Go away."}
-    loaded = load_examples(str(write_jsonl(tmp_path / "d.jsonl", [rec])), LoadSettings())
+    loaded = load_examples(str(write_jsonl(tmp_path / "d.jsonl", [rec])), DataConfig().load_settings())
     assert loaded.format == "implicit_prompt"
     ex = loaded.examples[0]
     assert ex.prompt == "\n\nHuman: hi\n\nAssistant: hello\n\nHuman: and?\n\nAssistant:"
@@ -71,15 +71,15 @@ def test_conversational_explicit_and_implicit(tmp_path: Path) -> None:
     u = {"role": "user", "content": "Hi"}
     explicit = {"prompt": [u], "chosen": [{"role": "assistant", "content": "Hello!"}], "rejected": [{"role": "assistant", "content": "Bye."}]}
     implicit = {"chosen": [u, {"role": "assistant", "content": "Hello!"}], "rejected": [u, {"role": "assistant", "content": "Bye."}]}
-    a = load_examples(str(write_jsonl(tmp_path / "a.jsonl", [explicit])), LoadSettings())
-    b = load_examples(str(write_jsonl(tmp_path / "b.jsonl", [implicit])), LoadSettings())
+    a = load_examples(str(write_jsonl(tmp_path / "a.jsonl", [explicit])), DataConfig().load_settings())
+    b = load_examples(str(write_jsonl(tmp_path / "b.jsonl", [implicit])), DataConfig().load_settings())
     assert (a.format, b.format) == ("conversational", "conversational_implicit_prompt")
     assert (a.examples[0].prompt, a.examples[0].chosen, a.examples[0].rejected) == (b.examples[0].prompt, b.examples[0].chosen, b.examples[0].rejected)
 
 
 def test_unpaired_format_for_kto(tmp_path: Path) -> None:
     loaded = load_examples(str(write_jsonl(tmp_path / "d.jsonl", [{"prompt": "p", "completion": " good", "label": True},
-                                                                  {"prompt": "p", "completion": " bad", "label": "false"}])), LoadSettings())
+                                                                  {"prompt": "p", "completion": " bad", "label": "false"}])), DataConfig().load_settings())
     assert loaded.format == "unpaired"
     assert loaded.examples == [UnpairedExample("p", " good", True, source=f"{tmp_path / 'd.jsonl'}:1"),
                                UnpairedExample("p", " bad", False, source=f"{tmp_path / 'd.jsonl'}:2")]
@@ -107,7 +107,7 @@ def test_each_error_kind_names_file_line_field_and_fix(tmp_path: Path, kind: str
     assert f"{path}:{line}" in msg and kind in msg and "Fix:" in msg and "1 invalid record" in msg
     if field:
         assert f"field '{field}'" in msg
-    kept = load_examples(str(path), LoadSettings(on_error="skip"))
+    kept = load_examples(str(path), DataConfig(on_error="skip").load_settings())
     assert len(kept.examples) == 1 and kept.errors == {kind: 1}
 
 
@@ -135,13 +135,13 @@ def test_filters_drop_and_count_near_identical_duplicates_low_confidence_and_lon
     rows = [STANDARD[0], STANDARD[0], {"prompt": "p", "chosen": "Same  text", "rejected": "same text"},
             {"prompt": "p", "chosen": "a", "rejected": "b", "confidence": 0.4}, {"prompt": "p" * 50, "chosen": "a", "rejected": "b"},
             {"prompt": "p", "chosen": "ok", "rejected": "no", "confidence": 0.9}]
-    loaded = load_examples(str(write_jsonl(tmp_path / "d.jsonl", rows)), LoadSettings(filters=FilterSettings(min_confidence=0.5, max_prompt_chars=20)))
+    loaded = load_examples(str(write_jsonl(tmp_path / "d.jsonl", rows)), DataConfig(filters=dict(min_confidence=0.5, max_prompt_chars=20)).load_settings())
     assert len(loaded.examples) == 2
     assert loaded.removed == {"chosen and rejected differ only in whitespace or case": 1, "duplicate pair": 1,
                               "confidence below 0.5": 1, "prompt over 20 characters": 1}
 
 
 def test_builtin_arithmetic_is_deterministic_and_distinct() -> None:
-    a = load_examples("builtin:arithmetic", LoadSettings(builtin_size=50)).examples
-    b = load_examples("builtin:arithmetic", LoadSettings(builtin_size=50)).examples
+    a = load_examples("builtin:arithmetic", DataConfig(builtin_size=50).load_settings()).examples
+    b = load_examples("builtin:arithmetic", DataConfig(builtin_size=50).load_settings()).examples
     assert a == b and len({str(e.prompt) for e in a}) == 50

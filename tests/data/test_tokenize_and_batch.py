@@ -12,18 +12,19 @@ import pytest
 import torch
 from hypothesis import given, settings, strategies as st
 
+from preftune.config import DataConfig
 from preftune.data.batch import LengthGroupedBatches, collate_padded, pack_rows
 from preftune.data.cache import tokenize_examples
-from preftune.data.pipeline import LoadSettings, load_examples
+from preftune.data.pipeline import load_examples
 from preftune.data.records import PreferencePair
-from preftune.data.tokenize import PairTokenizer, TokenizeSettings
+from preftune.data.tokenize import PairTokenizer
 
 from ..conftest import shared_file
 
 
 def test_response_mask_covers_exactly_the_response_tokens_on_hh_pairs(smol_tokenizer) -> None:
-    loaded = load_examples(str(shared_file("hh-rlhf-harmless", "test.jsonl")), LoadSettings(on_error="skip"))
-    tok = PairTokenizer(smol_tokenizer, TokenizeSettings(max_length=None, max_prompt_length=None))
+    loaded = load_examples(str(shared_file("hh-rlhf-harmless", "test.jsonl")), DataConfig(on_error="skip").load_settings())
+    tok = PairTokenizer(smol_tokenizer, DataConfig(max_length=None, max_prompt_length=None).tokenize_settings())
     eos = smol_tokenizer.eos_token_id
     for ex in loaded.examples:
         t = tok(ex)
@@ -36,7 +37,7 @@ def test_response_mask_covers_exactly_the_response_tokens_on_hh_pairs(smol_token
 def test_boundary_is_found_on_ids_when_characters_merge_across_it(smol_tokenizer) -> None:
     # "Assistant:" + "!!" — the prompt's last characters can merge with the response's first ones
     ex = PreferencePair("Say it loud", "!!! yes", "?? no")
-    t = PairTokenizer(smol_tokenizer, TokenizeSettings())(ex)
+    t = PairTokenizer(smol_tokenizer, DataConfig().tokenize_settings())(ex)
     full_c = smol_tokenizer("Say it loud!!! yes", add_special_tokens=False).input_ids
     assert t.prompt + t.chosen[:-1] == full_c
     assert t.prompt == full_c[: len(t.prompt)]
@@ -44,7 +45,7 @@ def test_boundary_is_found_on_ids_when_characters_merge_across_it(smol_tokenizer
 
 def test_chat_template_for_conversational_data_has_one_bos_and_eos_closes_each_response(smol_tokenizer) -> None:
     ex = PreferencePair([{"role": "user", "content": "What is 3 + 4?"}], [{"role": "assistant", "content": "7"}], [{"role": "assistant", "content": "8"}])
-    t = PairTokenizer(smol_tokenizer, TokenizeSettings())(ex)
+    t = PairTokenizer(smol_tokenizer, DataConfig().tokenize_settings())(ex)
     bos, eos = smol_tokenizer.bos_token_id, smol_tokenizer.eos_token_id
     assert t.prompt[0] == bos and smol_tokenizer.decode(t.prompt).endswith("<|im_start|>assistant\n")
     assert smol_tokenizer.decode(t.chosen) == "7<|im_end|>" and smol_tokenizer.decode(t.rejected) == "8<|im_end|>"
@@ -53,36 +54,36 @@ def test_chat_template_for_conversational_data_has_one_bos_and_eos_closes_each_r
 
 @pytest.mark.parametrize("mode,templated", [("always", True), ("never", False), ("auto", False)])
 def test_chat_template_modes_for_standard_prompts(smol_tokenizer, mode: str, templated: bool) -> None:
-    t = PairTokenizer(smol_tokenizer, TokenizeSettings(chat_template=mode))(PreferencePair("What is 3 + 4?", "7", "8"))
+    t = PairTokenizer(smol_tokenizer, DataConfig(chat_template=mode).tokenize_settings())(PreferencePair("What is 3 + 4?", "7", "8"))
     assert ("<|im_start|>user" in smol_tokenizer.decode(t.prompt)) == templated
 
 
 def test_truncation_keeps_prompt_end_and_response_start_and_counts(smol_tokenizer) -> None:
     prompt = " ".join(f"w{i}" for i in range(200))
-    tok = PairTokenizer(smol_tokenizer, TokenizeSettings(chat_template="never", max_length=60, max_prompt_length=40))
+    tok = PairTokenizer(smol_tokenizer, DataConfig(chat_template="never", max_length=60, max_prompt_length=40).tokenize_settings())
     t = tok(PreferencePair(prompt, " alpha beta gamma " * 20, " delta"))
     assert len(t.prompt) == 40 and smol_tokenizer.decode(t.prompt).endswith("w199")
     assert len(t.prompt) + len(t.chosen) <= 60 and smol_tokenizer.decode(t.chosen).startswith(" alpha beta")
     assert tok.counts == {"prompt truncated": 1, "response truncated": 1}
-    tight = PairTokenizer(smol_tokenizer, TokenizeSettings(chat_template="never", max_length=10, max_prompt_length=None))
+    tight = PairTokenizer(smol_tokenizer, DataConfig(chat_template="never", max_length=10, max_prompt_length=None).tokenize_settings())
     assert tight(PreferencePair(prompt, " a", " b")) is None and tight.counts == {"dropped: prompt fills max_length": 1}
 
 
 def test_tokenized_cache_is_reused_and_keyed_by_settings(smol_tokenizer, tmp_path: Path, caplog) -> None:
-    exs = load_examples("builtin:arithmetic", LoadSettings(builtin_size=300)).examples
-    first = tokenize_examples(exs, smol_tokenizer, TokenizeSettings(), num_proc=2, cache_dir=tmp_path)
+    exs = load_examples("builtin:arithmetic", DataConfig(builtin_size=300).load_settings()).examples
+    first = tokenize_examples(exs, smol_tokenizer, DataConfig().tokenize_settings(), num_proc=2, cache_dir=tmp_path)
     assert len(list(tmp_path.glob("*.npz"))) == 1
     with caplog.at_level(logging.INFO, logger="preftune.data"):
-        again = tokenize_examples(exs, smol_tokenizer, TokenizeSettings(), num_proc=1, cache_dir=tmp_path)
+        again = tokenize_examples(exs, smol_tokenizer, DataConfig().tokenize_settings(), num_proc=1, cache_dir=tmp_path)
     assert "loaded from cache" in caplog.text and again == first
-    tokenize_examples(exs, smol_tokenizer, TokenizeSettings(max_length=64), cache_dir=tmp_path)
-    tokenize_examples(exs[:-1], smol_tokenizer, TokenizeSettings(), cache_dir=tmp_path)
+    tokenize_examples(exs, smol_tokenizer, DataConfig(max_length=64).tokenize_settings(), cache_dir=tmp_path)
+    tokenize_examples(exs[:-1], smol_tokenizer, DataConfig().tokenize_settings(), cache_dir=tmp_path)
     assert len(list(tmp_path.glob("*.npz"))) == 3
 
 
 def test_padded_collator_labels_are_the_next_tokens_of_the_response(smol_tokenizer) -> None:
-    exs = load_examples("builtin:arithmetic", LoadSettings(builtin_size=4)).examples
-    tok = PairTokenizer(smol_tokenizer, TokenizeSettings())
+    exs = load_examples("builtin:arithmetic", DataConfig(builtin_size=4).load_settings()).examples
+    tok = PairTokenizer(smol_tokenizer, DataConfig().tokenize_settings())
     pairs = [tok(e) for e in exs]
     b = collate_padded(pairs, range(4), pad_id=smol_tokenizer.pad_token_id)
     assert b.input_ids.shape[0] == 8 and b.num_pairs == 4
@@ -122,13 +123,12 @@ def test_inspect_cli_reports_a_bad_file_without_traceback(tmp_path: Path) -> Non
 def test_inspect_truncation_counts_equal_what_training_tokenization_counts(smol_tokenizer, tmp_path: Path) -> None:
     from preftune.config import load_config
     from preftune.data.inspect import inspect_data
-    from preftune.data.prepare import tokenize_settings
 
     path = str(shared_file("hh-rlhf-harmless", "test.jsonl"))
     cfg = load_config(None, ["data.on_error=skip", "data.max_length=200", "data.max_prompt_length=120", "data.num_proc=1"]).data
-    report = inspect_data([path], cfg, smol_tokenizer)["truncation"]
-    examples = load_examples(path, LoadSettings(on_error="skip")).examples
-    _, _, counts = tokenize_examples(examples, smol_tokenizer, tokenize_settings(cfg), cache_dir=tmp_path)
+    report = inspect_data(cfg.settings(train=[path]), smol_tokenizer)["truncation"]
+    examples = load_examples(path, DataConfig(on_error="skip").load_settings()).examples
+    _, _, counts = tokenize_examples(examples, smol_tokenizer, cfg.tokenize_settings(), cache_dir=tmp_path)
     assert report["prompts_truncated"] == counts.get("prompt truncated", 0) > 0
     assert report["responses_truncated"] == counts.get("response truncated", 0) > 0
     assert report["pairs_dropped"] == sum(n for k, n in counts.items() if k.startswith("dropped"))

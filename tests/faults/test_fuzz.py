@@ -11,9 +11,10 @@ from typing import Any
 
 from hypothesis import HealthCheck, given, settings, strategies as st
 
+from preftune.config import DataConfig
 from preftune.config import load_config
-from preftune.data.pipeline import LoadSettings, load_examples
-from preftune.data.tokenize import PairTokenizer, TokenizeSettings
+from preftune.data.pipeline import load_examples
+from preftune.data.tokenize import PairTokenizer
 from preftune.errors import PreftuneError
 
 FIELDS = ["prompt", "chosen", "rejected", "completion", "label", "messages", "id", "weight", "score_chosen", "score_rejected",
@@ -79,7 +80,7 @@ def test_jsonl_of_random_lines(content: list[str], on_error: str, fmt: str) -> N
         path = Path(d) / "data.jsonl"
         path.write_text("\n".join(content), encoding="utf-8", errors="surrogatepass")
         TRIED["records"] += 1
-        expect_preftune_error(load_examples, str(path), LoadSettings(on_error=on_error, format=fmt))
+        expect_preftune_error(load_examples, str(path), DataConfig(on_error=on_error, format=fmt).load_settings())
 
 
 @settings(**SETTINGS)
@@ -89,7 +90,7 @@ def test_random_bytes_in_any_file_type(suffix: str, blob: bytes, on_error: str) 
         path = Path(d) / f"data{suffix}"
         path.write_bytes(blob)
         TRIED["files"] += 1
-        expect_preftune_error(load_examples, str(path), LoadSettings(on_error=on_error))
+        expect_preftune_error(load_examples, str(path), DataConfig(on_error=on_error).load_settings())
 
 
 @settings(**SETTINGS)
@@ -99,9 +100,9 @@ def test_json_array_records_then_tokenize(smol_tokenizer: Any, recs: list[dict[s
         path = Path(d) / "data.json"
         path.write_text(json.dumps(recs))
         TRIED["records"] += 1
-        loaded = expect_preftune_error(load_examples, str(path), LoadSettings(on_error="skip"))
+        loaded = expect_preftune_error(load_examples, str(path), DataConfig(on_error="skip").load_settings())
         if loaded is not None:
-            tok = PairTokenizer(smol_tokenizer, TokenizeSettings(max_length=64, max_prompt_length=32))
+            tok = PairTokenizer(smol_tokenizer, DataConfig(max_length=64, max_prompt_length=32).tokenize_settings())
             for ex in loaded.examples:
                 expect_preftune_error(tok, ex) if hasattr(ex, "rejected") else None
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
-from ..train.helpers import toy_data
+from ..training.helpers import toy_data
 from .runner import metrics, run_until, start, train_steps_logged, write_config
 
 
@@ -47,7 +47,7 @@ def test_second_interrupt_exits_at_once(monkeypatch) -> None:
     """Real SIGINTs to this process inside the handler's scope: the first only sets the flag, the second calls os._exit(130)."""
     import os
 
-    import preftune.train.interrupt as interrupt
+    import preftune.training.interrupt as interrupt
 
     exits: list[int] = []
     monkeypatch.setattr(interrupt.os, "_exit", exits.append)

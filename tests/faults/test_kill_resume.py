@@ -11,7 +11,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from ..train.helpers import toy_data
+from ..training.helpers import toy_data
 from .runner import Kill, metrics, run_until, write_config
 
 SCHEDULES = 10
@@ -67,7 +67,7 @@ def test_killed_runs_resume_to_the_uninterrupted_result(tmp_path: Path, tiny_mod
 
 
 def test_damaged_latest_checkpoint_falls_back(tmp_path: Path, tiny_model_dir: Path, caplog: pytest.LogCaptureFixture) -> None:
-    from preftune.train.checkpoint import latest_valid_checkpoint
+    from preftune.training.checkpoint import latest_valid_checkpoint
 
     data = toy_data(tmp_path)
     out = tmp_path / "run"

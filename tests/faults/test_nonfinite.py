@@ -7,12 +7,12 @@ from pathlib import Path
 import pytest
 import torch
 
-import preftune.train.loop as loop
-from preftune.train.checkpoint import list_checkpoints
-from preftune.train.loop import NonFiniteLoss
-from preftune.train.run import train
+import preftune.training.loop as loop
+from preftune.training.checkpoint import list_checkpoints
+from preftune.training.loop import NonFiniteLoss
+from preftune.training.run import train
 
-from ..train.helpers import metrics, tiny_config, train_metrics
+from ..training.helpers import metrics, tiny_config, train_metrics
 
 POISONED = 9  # data-set position of the pair whose loss turns NaN
 

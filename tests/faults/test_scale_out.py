@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ..train.helpers import toy_data
+from ..training.helpers import toy_data
 from .runner import env, metrics
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "accelerate"

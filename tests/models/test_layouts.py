@@ -6,17 +6,18 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
+from preftune.config import DataConfig
 from preftune.data.batch import collate
-from preftune.data.pipeline import LoadSettings, load_examples
-from preftune.data.tokenize import PairTokenizer, TokenizeSettings
+from preftune.data.pipeline import load_examples
+from preftune.data.tokenize import PairTokenizer
 from preftune.models.logprobs import sequence_logps
 
 from ..conftest import has_cpp_compiler, shared_file
 
 
 def hh_pairs(tokenizer, n: int):
-    loaded = load_examples(str(shared_file("hh-rlhf-harmless", "test.jsonl")), LoadSettings(on_error="skip"))
-    tok = PairTokenizer(tokenizer, TokenizeSettings(max_length=256, max_prompt_length=128))
+    loaded = load_examples(str(shared_file("hh-rlhf-harmless", "test.jsonl")), DataConfig(on_error="skip").load_settings())
+    tok = PairTokenizer(tokenizer, DataConfig(max_length=256, max_prompt_length=128).tokenize_settings())
     return [p for p in (tok(e) for e in loaded.examples[:n]) if p is not None]
 
 

@@ -8,9 +8,9 @@ from typing import Any, Iterator
 
 import pytest
 
-from preftune.train.run import train
+from preftune.training.run import train
 
-from ..train.helpers import tiny_config
+from ..training.helpers import tiny_config
 
 
 @pytest.fixture(scope="module")

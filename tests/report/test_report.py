@@ -12,9 +12,9 @@ from preftune.cli import main
 from preftune.errors import PreftuneError
 from preftune.report import collect, write_report
 from preftune.report.panels import PANELS, chart_data, diagnostic_steps, series
-from preftune.train.run import train
+from preftune.training.run import train
 
-from ..train.helpers import tiny_config
+from ..training.helpers import tiny_config
 
 
 def test_train_writes_report_plots_and_pairs(tiny_run: Path) -> None:

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
-logger = logging.getLogger("preftune.train")
+logger = logging.getLogger("preftune.training")
 PREFIX = "checkpoint-"
 MANIFEST = "manifest.json"
 

@@ -11,21 +11,10 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from pydantic import BaseModel, ConfigDict, Field
+from ..config import DiagnosticsConfig
+from ..stats import correlation
 
 logger = logging.getLogger("preftune.diagnostics")
-
-
-class DiagnosticsConfig(BaseModel):
-    """Thresholds of the detectors (the `diagnostics` config section)."""
-
-    model_config = ConfigDict(extra="forbid")
-    enabled: bool = True
-    chosen_drop_nats: float = Field(5.0, gt=0, description="chosen log-ratio below −this while margins rise")
-    flat_margin_evals: int = Field(3, ge=2, description="held-out evaluations without the margin rising")
-    flat_margin_min_delta: float = Field(0.01, ge=0, description="rise of eval/rewards/margins that counts")
-    length_correlation: float = Field(0.5, gt=0, le=1, description="|corr(margin, length difference)| above this")
-    drift_logratio_nats: float = Field(50.0, gt=0, description="mean |log-ratio| above this")
 
 
 @dataclass(frozen=True)
@@ -63,18 +52,6 @@ def flat_margins(evals: Sequence[dict[str, float]], n: int, min_delta: float) ->
     return None
 
 
-def correlation(xs: Sequence[float], ys: Sequence[float]) -> float:
-    """Pearson correlation; NaN with fewer than 3 points or when either side is constant."""
-    n = len(xs)
-    if n < 3:
-        return math.nan
-    mx, my = sum(xs) / n, sum(ys) / n
-    sxy = sum((x - mx) * (y - my) for x, y in zip(xs, ys))
-    sxx = sum((x - mx) ** 2 for x in xs)
-    syy = sum((y - my) ** 2 for y in ys)
-    return math.nan if sxx == 0 or syy == 0 else sxy / math.sqrt(sxx * syy)
-
-
 def length_bias(margins: Sequence[float], length_diffs: Sequence[float], threshold: float) -> str | None:
     """Per-pair reward margins follow the length difference (chosen − rejected tokens)."""
     r = correlation(margins, length_diffs)
@@ -93,14 +70,6 @@ def drift(history: Sequence[dict[str, float]], beta: float, threshold: float) ->
     if worst > threshold:
         return f"the policy has drifted {worst:.0f} nats (mean |log-ratio|) from the reference."
     return None
-
-
-def config_warnings(beta: float, learning_rate: float) -> list[str]:
-    """Settings known to destabilize DPO, flagged when the config is loaded."""
-    if beta < 0.05 and learning_rate > 5e-5:
-        return [f"loss.beta = {beta} with train.learning_rate = {learning_rate}: a small β and a high learning rate let the policy "
-                "drift far from the reference and often diverge. Try β ≥ 0.1 or a learning rate ≤ 5e-6 (1e-4 with LoRA)."]
-    return []
 
 
 SUGGESTIONS = {

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from preftune.train.run import train
+from preftune.training.run import train
 
 from .helpers import tiny_config, train_metrics, weights
 
@@ -46,7 +46,7 @@ def test_precomputed_reference_is_reused_by_a_later_run(tmp_path: Path, tiny_mod
 
     cfg = tiny_config(tmp_path, tiny_model_dir, "reference.strategy=precomputed", "train.max_steps=1")
     train(cfg, show_progress=False)
-    with caplog.at_level(logging.INFO, logger="preftune.train"):
+    with caplog.at_level(logging.INFO, logger="preftune.training"):
         train(cfg.model_copy(update={"output_dir": str(tmp_path / "again")}), show_progress=False)
     assert "loaded from cache" in caplog.text
 
@@ -115,8 +115,8 @@ def test_step_counts_add_up_over_an_epoch_and_the_step_callback_runs(tmp_path: P
 
     cfg = tiny_config(tmp_path, tiny_model_dir, "train.layout=prefix_shared", "train.grad_accum=2", "train.max_steps=5")
     seen: list[int] = []
-    result = train(cfg, show_progress=False, on_step=seen.append)
+    result = train(cfg, show_progress=False, callbacks=[lambda step, metrics: seen.append(step) if "loss" in metrics else None])
     steps = train_metrics(result.output_dir)
     assert seen == [1, 2, 3, 4, 5] and [m["num_pairs"] for m in steps] == [8] * 5  # 5 steps of 2 × 4 pairs: the 40 pairs once
-    pairs = prepare_data(cfg.data, load_tokenizer(str(tiny_model_dir), False), cfg.train.seed)[0].pairs
+    pairs = prepare_data(cfg.data.settings(), load_tokenizer(str(tiny_model_dir), False), cfg.train.seed)[0].pairs
     assert sum(m["num_tokens"] for m in steps) == sum(len(p.prompt) + len(p.chosen) + len(p.rejected) for p in pairs)

@@ -11,11 +11,11 @@ from safetensors.torch import load_file
 from preftune.cli import main
 from preftune.config import JudgeConfig, load_config
 from preftune.errors import DataError
-from preftune.evaluate.judges import load_judge
+from preftune.evaluation.judges import load_judge
 from preftune.iterate.pairs import best_and_worst, sample_scores
 from preftune.iterate.prompts import read_prompts, round_prompts
 
-J = "tests.evaluate.judges_for_tests"
+J = "tests.evaluation.judges_for_tests"
 
 
 def test_best_and_worst() -> None:

@@ -13,18 +13,21 @@ from preftune.cli import main
 from preftune.config import GenerationConfig, JudgeConfig, RunConfig
 from preftune.data.tokenize import TokenizedPair
 from preftune.errors import JudgeError
-from preftune.evaluate.generation import Sample, generate, kl_estimate, length_stats
-from preftune.evaluate.judges import load_judge, win_rate
-from preftune.evaluate.models import load_eval_models
-from preftune.evaluate.preference import PairScores, preference_summary
-from preftune.evaluate.run import sample_pairs
-from preftune.evaluate.scoring import pair_logps
-from preftune.train.run import train
+from preftune.evaluation.generation import Sample, generate, kl_estimate, length_stats
+from preftune.evaluation.judges import load_judge, win_rate
+from preftune.evaluation.models import load_eval_models
+from preftune.evaluation.preference import preference_summary
+from preftune.evaluation.run import sample_pairs, score_pairs
+from preftune.config import LossConfig
+from preftune.models.logprobs import SequenceLogps
+from preftune.training.metrics import pair_metrics
+from preftune.training.scoring import LossFunction
+from preftune.training.run import train
 
 from ..conftest import write_jsonl
-from ..train.helpers import tiny_config, toy_data
+from ..training.helpers import tiny_config, toy_data
 
-J = "tests.evaluate.judges_for_tests"
+J = "tests.evaluation.judges_for_tests"
 
 
 def t(*v: float) -> torch.Tensor:
@@ -33,10 +36,21 @@ def t(*v: float) -> torch.Tensor:
 
 # ------------------------------------------------------------------ pure metrics
 
+def scored(pc: torch.Tensor, pr: torch.Tensor, rc: torch.Tensor | None, rr: torch.Tensor | None, beta: float) -> dict[str, torch.Tensor]:
+    """Per-pair values as training's scoring path makes them (the loss's rewards, `pair_metrics`)."""
+    b = pc.numel()
+    policy = SequenceLogps(torch.cat([pc, pr]), torch.zeros(2 * b, dtype=torch.float64))
+    ref = None if rc is None or rr is None else (rc, rr)
+    loss = LossFunction.from_config(LossConfig(), beta=beta, reference_free=None if ref is not None else True)
+    values = pair_metrics(loss(policy, ref, torch.ones(2 * b), b), policy, b)
+    if ref is not None:
+        values["ref_logps/chosen"], values["ref_logps/rejected"] = rc, rr
+    return values
+
+
 def test_preference_summary_counts_ties_half_and_splits_by_length() -> None:
-    s = PairScores(policy_chosen=t(-1, -2, -3, -4), policy_rejected=t(-2, -2, -1, -5), reference_chosen=t(0, 0, 0, 0),
-                   reference_rejected=t(0, 0, 0, 0), chosen_lengths=t(10, 10, 5, 20), rejected_lengths=t(5, 10, 10, 10))
-    out = preference_summary(s, beta=0.5)
+    values = scored(t(-1, -2, -3, -4), t(-2, -2, -1, -5), t(0, 0, 0, 0), t(0, 0, 0, 0), beta=0.5)
+    out = preference_summary(values, t(10, 10, 5, 20), t(5, 10, 10, 10))
     # margins (β·Δ): +0.5, 0 (tie), -1.0, +0.5 -> accuracy (1 + 0.5 + 0 + 1) / 4
     assert out["rewards/accuracies"] == pytest.approx(0.625)
     assert out["rewards/margins"] == pytest.approx((0.5 + 0 - 1.0 + 0.5) / 4)
@@ -50,8 +64,7 @@ def test_preference_summary_counts_ties_half_and_splits_by_length() -> None:
 
 
 def test_preference_summary_without_reference_uses_own_logps() -> None:
-    s = PairScores(t(-1, -5), t(-3, -2), None, None, t(2, 2), t(2, 2))
-    out = preference_summary(s, beta=0.1)
+    out = preference_summary(scored(t(-1, -5), t(-3, -2), None, None, beta=0.1), t(2, 2), t(2, 2))
     assert out["rewards/accuracies"] == 0.5 and "logratios/chosen" not in out
     assert out["rewards/chosen"] == pytest.approx(0.1 * -3)
 
@@ -84,7 +97,8 @@ def manual_logp(model: torch.nn.Module, prompt: list[int], response: list[int]) 
 def test_pair_logps_match_a_plain_forward(tiny_model_dir: Path) -> None:
     models = load_eval_models(str(tiny_model_dir), None)
     pairs = [TokenizedPair([1, 5, 7], [9, 2], [4, 4, 4, 2]), TokenizedPair([3] * 9, [6, 2], [8, 2])]
-    c, r = pair_logps(models.policy, pairs, models.tokenizer.pad_token_id, batch_size=2)
+    v = score_pairs(models, pairs, LossFunction.from_config(LossConfig(), reference_free=True), 2, 64, "cpu", "test", False)
+    c, r = v["logps/chosen"], v["logps/rejected"]
     for i, p in enumerate(pairs):
         assert c[i].item() == pytest.approx(manual_logp(models.policy, p.prompt, p.chosen), rel=1e-5)
         assert r[i].item() == pytest.approx(manual_logp(models.policy, p.prompt, p.rejected), rel=1e-5)

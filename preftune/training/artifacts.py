@@ -1,17 +1,24 @@
-"""Files a run writes beside its metrics for people and the report: data summary, held-out pairs, diagnostics."""
+"""The run folder: the name of every file a run writes, and the atomic writers for them. Everything that reads a run
+folder (report, eval, iterate, resume) takes the names from here."""
 
 from __future__ import annotations
 
 import json
 import os
-import statistics
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from ..data.prepare import TokenizedSplit
 from ..data.records import as_text
+from ..stats import length_stats
 
+CONFIG = "config.yaml"
+METRICS = "metrics.jsonl"
+SUMMARY = "summary.json"
+MODEL_CARD = "README.md"
+MODEL_DIR = "model"
+MERGED_DIR = "merged"
 DATA_SUMMARY = "data_summary.json"
 EVAL_PAIRS = "eval_pairs.jsonl"
 DIAGNOSTICS = "diagnostics.json"
@@ -27,15 +34,6 @@ def write_text_atomic(path: Path, text: str) -> None:
 
 def write_json(path: Path, value: Any) -> None:
     write_text_atomic(path, json.dumps(value, indent=1))
-
-
-def length_stats(values: list[int]) -> dict[str, float]:
-    """Mean, median, 95th percentile and maximum of token counts."""
-    if not values:
-        return {}
-    ordered = sorted(values)
-    return {"mean": statistics.fmean(ordered), "median": float(ordered[len(ordered) // 2]),
-            "p95": float(ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))]), "max": float(ordered[-1])}
 
 
 def data_summary(train: TokenizedSplit, eval_split: TokenizedSplit | None, loaded: Any) -> dict[str, Any]:

@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import yaml
 from safetensors.torch import load_file, save_file
 
 from ..config import RunConfig
+from .artifacts import DIAGNOSTICS, MERGED_DIR, MODEL_CARD, MODEL_DIR, SUMMARY, data_summary, write_json, write_text_atomic
+
+if TYPE_CHECKING:
+    from .callbacks import TrainResult
+    from .setup import Run
 
 TRAINABLE = "trainable.safetensors"
 
@@ -36,7 +41,7 @@ def save_final(model: torch.nn.Module, tokenizer: Any, cfg: RunConfig, folder: P
     tokenizer.save_pretrained(folder)
     written["model"] = str(folder)
     if merge and hasattr(model, "merge_and_unload"):
-        merged_dir = folder.parent / "merged"
+        merged_dir = folder.parent / MERGED_DIR
         import copy
 
         merged = copy.deepcopy(model).merge_and_unload()
@@ -68,3 +73,27 @@ def model_card(cfg: RunConfig, data_summary: dict[str, Any], before: dict[str, f
     if final_train:
         lines += ["## Last training step", "", *[f"- {k}: {v:.4f}" for k, v in sorted(final_train.items()) if isinstance(v, float)], ""]
     return "\n".join(lines)
+
+
+SUMMARY_KEYS = ("eval/rewards/accuracies", "eval/rewards/margins", "eval/rewards/chosen", "eval/rewards/rejected", "eval/logps/chosen",
+                "eval/logps/rejected", "eval/loss")
+
+
+def save_outputs(run: "Run", result: "TrainResult") -> dict[str, Path]:
+    """At the end of a run, on the main process: the model (and merged weights), the model card, summary.json and
+    diagnostics.json under the run folder; returns what was written."""
+    folder = run.folder.path
+    if folder is None:
+        return {}
+    cfg = run.cfg
+    written = save_final(result.model, run.data.tokenizer, cfg, folder / MODEL_DIR, cfg.train.merge_adapter)
+    counts = data_summary(run.data.train_split, run.data.eval_split, run.data.loaded)
+    summary = {k: counts[k] for k in ("train_pairs", "eval_pairs", "format", "errors", "removed", "truncation")}
+    pick = lambda m: {k: v for k, v in m.items() if k in SUMMARY_KEYS}  # noqa: E731
+    write_text_atomic(folder / MODEL_CARD, model_card(cfg, summary, pick(result.before), pick(result.after), result.last))
+    write_json(folder / SUMMARY, {"steps": result.steps, "seconds": result.seconds, "before": result.before, "after": result.after,
+                                  "last_train": result.last, "stopped_early": result.stopped_early, "stop_reason": result.stop_reason,
+                                  "reference": run.strategy, "skipped_steps": result.skipped_steps,
+                                  "diagnostics": [vars(f) for f in result.findings], **summary})
+    write_json(folder / DIAGNOSTICS, run.diagnostics.summary())
+    return {k: Path(v) for k, v in written.items()} | {"summary": folder / SUMMARY, "model_card": folder / MODEL_CARD}

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 import torch
 
+from .. import stats
 from ..config import GenerationConfig
 
 
@@ -74,12 +75,9 @@ def generate(model: torch.nn.Module, tokenizer: object, prompts: Sequence[list[i
 
 def length_stats(samples: Sequence[Sample]) -> dict[str, float]:
     """Response lengths in tokens: mean, median, 90th percentile, max, and the share cut off by max_new_tokens."""
-    lengths = sorted(len(s.ids) for s in samples)
-    if not lengths:
+    if not samples:
         return {}
-    return {"mean": statistics.fmean(lengths), "median": float(statistics.median(lengths)),
-            "p90": float(lengths[min(len(lengths) - 1, int(0.9 * len(lengths)))]), "max": float(lengths[-1]),
-            "truncated_fraction": sum(not s.finished for s in samples) / len(samples)}
+    return stats.length_stats([len(s.ids) for s in samples], (90,)) | {"truncated_fraction": sum(not s.finished for s in samples) / len(samples)}
 
 
 def kl_estimate(policy_logps: torch.Tensor, reference_logps: torch.Tensor, settings: GenerationConfig) -> dict[str, object]:

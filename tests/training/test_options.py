@@ -11,7 +11,7 @@ import torch
 
 from preftune.errors import ModelError
 from preftune.models.loading import load_model
-from preftune.train.run import train
+from preftune.training.run import train
 
 from .helpers import tiny_config, weights
 
@@ -45,7 +45,7 @@ def test_qlora_without_gpu_is_a_clear_error(tmp_path: Path, tiny_model_dir: Path
 def test_precompute_ref_cli_writes_the_cache(tmp_path: Path, tiny_model_dir: Path) -> None:
     cfg = tiny_config(tmp_path, tiny_model_dir)
     path = tmp_path / "cfg.yaml"
-    from preftune.train.outputs import write_config
+    from preftune.training.outputs import write_config
 
     write_config(cfg, path)
     out = subprocess.run([sys.executable, "-m", "preftune", "precompute-ref", str(path)], capture_output=True, text=True, timeout=300)

@@ -19,7 +19,7 @@ import pytest
 
 pytest.importorskip("trl", reason="TRL is a test-only dependency (pip install -e .[dev])")
 
-from preftune.train.run import train  # noqa: E402
+from preftune.training.run import train  # noqa: E402
 
 from .helpers import TOY, tiny_config, train_metrics  # noqa: E402
 

@@ -9,7 +9,7 @@ import torch
 
 from preftune.errors import ConfigError
 from preftune.models.compiling import compile_layers
-from preftune.train.run import train
+from preftune.training.run import train
 
 from ..conftest import has_cpp_compiler
 from .helpers import tiny_config, train_metrics, weights
@@ -58,7 +58,7 @@ def test_compile_names_a_model_without_decoder_layers() -> None:
 
 
 def test_adamw_auto_takes_the_fused_kernel_for_plain_cpu_parameters() -> None:
-    from preftune.train.run import adamw_impl
+    from preftune.training.setup import adamw_impl
 
     params = [torch.nn.Parameter(torch.zeros(3)), torch.nn.Parameter(torch.zeros(2, 2))]
     assert adamw_impl(params, "auto") == "fused"

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
 import tempfile
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -16,8 +17,9 @@ from safetensors.torch import load_file, save_file
 from ..data.batch import PreferenceBatch
 from ..data.tokenize import TokenizedPair
 from ..models.logprobs import sequence_logps
+from .scoring import reference_values, score
 
-logger = logging.getLogger("preftune.train")
+logger = logging.getLogger("preftune.training")
 
 
 class Reference(Protocol):
@@ -26,6 +28,10 @@ class Reference(Protocol):
     name: str
 
     def logps(self, batch: PreferenceBatch) -> tuple[torch.Tensor, torch.Tensor] | None: ...
+
+    def as_model(self) -> contextlib.AbstractContextManager[torch.nn.Module | None]:
+        """The reference as a model for the duration of a block (to generate from it); None when there is no model."""
+        ...
 
 
 class SeparateReference:
@@ -41,6 +47,10 @@ class SeparateReference:
         s = sequence_logps(self.model, batch, self.chunk)
         return s.chosen(batch.num_pairs), s.rejected(batch.num_pairs)
 
+    @contextlib.contextmanager
+    def as_model(self) -> Iterator[torch.nn.Module]:
+        yield self.model
+
 
 class AdapterDisabledReference:
     """The LoRA policy with its adapter switched off: the base weights, with no second copy in memory."""
@@ -52,10 +62,15 @@ class AdapterDisabledReference:
 
     @torch.no_grad()
     def logps(self, batch: PreferenceBatch) -> tuple[torch.Tensor, torch.Tensor]:
-        model = self.unwrap(self.policy)
-        with model.disable_adapter():
+        with self.as_model() as model:
             s = sequence_logps(model, batch, self.chunk)
         return s.chosen(batch.num_pairs), s.rejected(batch.num_pairs)
+
+    @contextlib.contextmanager
+    def as_model(self) -> Iterator[torch.nn.Module]:
+        model = self.unwrap(self.policy)
+        with model.disable_adapter():
+            yield model
 
 
 class NoReference:
@@ -65,6 +80,10 @@ class NoReference:
 
     def logps(self, batch: PreferenceBatch) -> None:
         return None
+
+    @contextlib.contextmanager
+    def as_model(self) -> Iterator[None]:
+        yield None
 
 
 class PrecomputedReference:
@@ -79,6 +98,10 @@ class PrecomputedReference:
         idx = batch.indices.to(self.chosen.device)
         dev = batch.input_ids.device
         return self.chosen[idx].to(dev, non_blocking=True), self.rejected[idx].to(dev, non_blocking=True)
+
+    @contextlib.contextmanager
+    def as_model(self) -> Iterator[None]:
+        yield None  # a table, not a model
 
 
 def model_fingerprint(model: torch.nn.Module) -> str:
@@ -104,23 +127,21 @@ def default_reference_cache() -> Path:
 
 
 def precompute(reference: Reference, batches: Iterable[PreferenceBatch], n_pairs: int, key: str, cache_dir: Path | None,
-               progress: Callable[[int], None] | None = None) -> tuple[PrecomputedReference, Path]:
-    """Compute (or reload) the reference log-probs of every pair; the table is saved under `key`."""
+               autocast: Any = None) -> PrecomputedReference:
+    """Compute (or reload) the reference log-probs of every pair with the scoring loop; the table is saved under `key`."""
     folder = cache_dir or default_reference_cache()
     path = folder / f"{key}.safetensors"
     if path.exists():
         t = load_file(str(path))
         logger.info("reference: log-probs loaded from cache %s", path)
-        return PrecomputedReference(t["chosen"], t["rejected"]), path
+        return PrecomputedReference(t["chosen"], t["rejected"])
+    keep = ("ref_logps/chosen", "ref_logps/rejected")
+    _, per_pair = score(batches, lambda b: reference_values(reference, b), keep, autocast)
     chosen = torch.full((n_pairs,), float("nan"), dtype=torch.float32)
     rejected = torch.full((n_pairs,), float("nan"), dtype=torch.float32)
-    for batch in batches:
-        out = reference.logps(batch)
-        assert out is not None
-        idx = batch.indices.cpu()
-        chosen[idx], rejected[idx] = out[0].float().cpu(), out[1].float().cpu()
-        if progress:
-            progress(batch.num_pairs)
+    if per_pair:
+        idx = per_pair["index"].long()
+        chosen[idx], rejected[idx] = per_pair[keep[0]].float(), per_pair[keep[1]].float()
     if torch.isnan(chosen).any() or torch.isnan(rejected).any():
         raise RuntimeError("reference precompute left pairs without log-probs (batches did not cover the data)")
     folder.mkdir(parents=True, exist_ok=True)
@@ -129,4 +150,4 @@ def precompute(reference: Reference, batches: Iterable[PreferenceBatch], n_pairs
     save_file({"chosen": chosen, "rejected": rejected}, tmp)
     os.replace(tmp, path)
     logger.info("reference: log-probs of %d pairs cached at %s", n_pairs, path)
-    return PrecomputedReference(chosen, rejected), path
+    return PrecomputedReference(chosen, rejected)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import logging
 
-from preftune.train.diagnostics import (Diagnostics, DiagnosticsConfig, chosen_likelihood_falling, config_warnings, drift,
+from preftune.config import DiagnosticsConfig, config_warnings
+from preftune.training.diagnostics import (Diagnostics, chosen_likelihood_falling, drift,
                                         flat_margins, length_bias)
 
 BETA = 0.1
@@ -56,7 +57,7 @@ def test_diagnostics_warn_once_and_report_metrics(caplog) -> None:
 
 def test_small_edit_pairs_trigger_chosen_likelihood_falling_on_a_tiny_model(tmp_path, tiny_model_dir) -> None:
     """Pairs that differ only in a final number (the GSM8K failure mode): DPO lowers both likelihoods."""
-    from preftune.train.run import train
+    from preftune.training.run import train
 
     from ..conftest import write_jsonl
     from .helpers import tiny_config

@@ -9,9 +9,9 @@ from transformers import AutoModelForCausalLM
 
 from preftune.config import LossConfig
 from preftune.data.batch import collate
-from preftune.train.loop import loss_on_batch
-from preftune.train.metrics import MetricAccumulator
-from preftune.train.reference import PrecomputedReference
+from preftune.training.scoring import LossFunction, loss_on_batch
+from preftune.training.metrics import MetricAccumulator
+from preftune.training.reference import PrecomputedReference
 
 from ..models.test_layouts import hh_pairs
 
@@ -50,7 +50,7 @@ def test_a_micro_batch_never_waits_on_the_gpu(tiny_model_dir, smol_tokenizer) ->
         torch.cuda.synchronize()
         torch.cuda.set_sync_debug_mode("error")
         try:
-            loss, values = loss_on_batch(model, batch, reference, LossConfig(), chunk=64)
+            loss, values = loss_on_batch(model, batch, reference, LossFunction.from_config(LossConfig()), chunk=64)
             loss.backward()
             acc.add(values)
             acc.add_total("num_tokens", batch.token_count())

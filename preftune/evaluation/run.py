@@ -4,60 +4,72 @@ judge rewards / win rates; written to OUTPUT/eval.json and OUTPUT/samples.jsonl.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from ..config import GenerationConfig, JudgeConfig, RunConfig
-from ..data.pipeline import load_examples
-from ..data.prepare import TokenizedSplit, load_settings, tokenize_settings, tokenize_split
+from ..config import GenerationConfig, JudgeConfig, LossConfig, RunConfig
+from ..data.pipeline import Sources, load_examples
+from ..data.prepare import TokenizedSplit, tokenize_split
+from ..data.stream import BatchSource
 from ..data.records import as_text
 from ..data.tokenize import PairTokenizer, TokenizedPair
 from ..errors import DataError
-from ..train.artifacts import write_jsonl, write_text_atomic
+from ..training.artifacts import write_jsonl, write_text_atomic
 from .generation import Sample, generate, kl_estimate, length_stats
 from .judges import Judge, load_judge, rewards, win_rate
 from .models import EvalModels
-from .preference import PairScores, preference_summary
+from ..training.scoring import LossFunction, loss_on_batch, score
+from .preference import preference_summary
 from .progress import stage
-from .scoring import pair_logps
 
 
 @dataclass(frozen=True)
 class EvalSettings:
-    """What `preftune eval` does besides the preference metrics."""
+    """What `preftune eval` does besides the preference metrics. `loss` is the loss whose rewards are reported (a run's
+    own, by default); `beta` replaces its β when given."""
 
-    beta: float = 0.1
+    loss: LossConfig = field(default_factory=LossConfig)
+    beta: float | None = None
     max_pairs: int | None = None
     batch_size: int = 8
     generate: bool = False
     judge: JudgeConfig | None = None
     show_progress: bool = True
 
+    def loss_function(self, has_reference: bool) -> LossFunction:
+        """The scoring loss: without a reference, the uniform one (rewards from the model's own log-probs)."""
+        return LossFunction.from_config(self.loss, beta=self.resolved_beta(), reference_free=None if has_reference else True)
 
-def load_split(data: str | list[str], tokenizer: Any, cfg: RunConfig, max_pairs: int | None) -> TokenizedSplit:
+    def resolved_beta(self) -> float:
+        return self.beta if self.beta is not None else self.loss.resolved_beta()
+
+
+def load_split(data: Sources, tokenizer: Any, cfg: RunConfig, max_pairs: int | None) -> TokenizedSplit:
     """The evaluation pairs, read, mapped and tokenized with the config's data settings."""
-    loaded = load_examples(data, load_settings(cfg.data))
+    settings = cfg.data.settings(train=data)
+    loaded = load_examples(data, settings.load)
     examples = [e for e in loaded.examples if hasattr(e, "chosen")][:max_pairs]
     if not examples:
         raise DataError(f"{data}: no preference pairs to evaluate. Fix: point --data at pairs with prompt, chosen and rejected.")
-    return tokenize_split(examples, tokenizer, cfg.data)
+    return tokenize_split(examples, tokenizer, settings)
 
 
-def score(models: EvalModels, pairs: list[TokenizedPair], batch_size: int, chunk: int, device: Any, label: str,
-          show: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
-    """Summed response log-probs under the policy and (when there is one) the reference."""
-    pad = models.tokenizer.pad_token_id
-    with stage(f"{label} (policy)", len(pairs), show) as advance:
-        pc, pr = pair_logps(models.policy, pairs, pad, batch_size, chunk, device=device, on_batch=advance)
-    rc = rr = None
-    with models.as_reference() as ref:
-        if ref is not None:
-            with stage(f"{label} (reference)", len(pairs), show) as advance:
-                rc, rr = pair_logps(ref, pairs, pad, batch_size, chunk, device=device, on_batch=advance)
-    return pc, pr, rc, rr
+SCORED = ("rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies", "logps/chosen", "logps/rejected",
+          "ref_logps/chosen", "ref_logps/rejected")
+
+
+def score_pairs(models: EvalModels, pairs: list[TokenizedPair], loss: LossFunction, batch_size: int, chunk: int, device: Any, label: str,
+                show: bool) -> dict[str, torch.Tensor]:
+    """Per-pair values of training's scoring path (rewards, log-probs, reference log-probs), in the order of `pairs`."""
+    source = BatchSource(pairs, batch_size, 0, False, models.tokenizer.pad_token_id, device=device, layout="packed")
+    values = lambda b: loss_on_batch(models.policy, b, models.reference, loss, chunk)[1]  # noqa: E731
+    with stage(label, len(pairs), show) as advance:
+        _, per_pair = score(source.epoch(0), values, SCORED, on_batch=advance)
+    order = per_pair.pop("index").argsort()
+    return {k: v[order].double() for k, v in per_pair.items()}
 
 
 def sample_pairs(prompts: list[list[int]], samples: list[Sample]) -> tuple[list[TokenizedPair], list[tuple[int, int]]]:
@@ -74,11 +86,12 @@ def sample_pairs(prompts: list[list[int]], samples: list[Sample]) -> tuple[list[
     return pairs, slots
 
 
-def sample_logps(models: EvalModels, prompts: list[list[int]], samples: list[Sample], batch_size: int, chunk: int, device: Any,
+def sample_logps(models: EvalModels, prompts: list[list[int]], samples: list[Sample], loss: LossFunction, batch_size: int, chunk: int, device: Any,
                  show: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
     """log π and log πref of each sample, in sample order."""
     pairs, slots = sample_pairs(prompts, samples)
-    pc, pr, rc, rr = score(models, pairs, batch_size, chunk, device, "sample log-probs", show)
+    v = score_pairs(models, pairs, loss, batch_size, chunk, device, "sample log-probs", show)
+    pc, pr, rc, rr = v["logps/chosen"], v["logps/rejected"], v.get("ref_logps/chosen"), v.get("ref_logps/rejected")
 
     def unpair(c: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
         out = torch.zeros(len(samples), dtype=torch.float64)
@@ -111,7 +124,7 @@ def decode(tokenizer: Any, ids: list[int]) -> str:
 
 
 def generation_report(models: EvalModels, prompt_ids: list[list[int]], prompt_texts: list[str], gen: GenerationConfig, judge: Judge | None,
-                      batch_size: int, chunk: int, device: Any, show: bool) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+                      loss: LossFunction, batch_size: int, chunk: int, device: Any, show: bool) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Generate from the policy (and from the reference when a judge compares them); lengths, KL estimate, judge numbers."""
     with stage("generate (policy)", len(prompt_ids), show) as advance:
         samples = generate(models.policy, models.tokenizer, prompt_ids, gen, device, advance)
@@ -120,7 +133,7 @@ def generation_report(models: EvalModels, prompt_ids: list[list[int]], prompt_te
     records = [{"prompt_index": s.prompt_index, "sample": s.sample_index, "prompt": prompt_texts[s.prompt_index], "response": t,
                 "tokens": len(s.ids), "finished": s.finished} for s, t in zip(samples, texts)]
     if models.has_reference:
-        lp, lref = sample_logps(models, prompt_ids, samples, batch_size, chunk, device, show)
+        lp, lref = sample_logps(models, prompt_ids, samples, loss, batch_size, chunk, device, show)
         assert lref is not None
         report["kl"] = kl_estimate(lp, lref, gen)
         for rec, a, b in zip(records, lp.tolist(), lref.tolist()):
@@ -139,7 +152,7 @@ def judge_report(models: EvalModels, prompt_ids: list[list[int]], prompt_texts: 
         for rec, v in zip(records, r):
             rec["reward"] = v
         out["reward_mean"] = sum(r) / len(r) if r else float("nan")
-    with models.as_reference() as ref:
+    with models.reference.as_model() as ref:
         if ref is not None:
             with stage("generate (reference)", len(prompt_ids), show) as advance:
                 ref_samples = generate(ref, models.tokenizer, prompt_ids, gen, device, advance)
@@ -153,22 +166,24 @@ def judge_report(models: EvalModels, prompt_ids: list[list[int]], prompt_texts: 
     return out
 
 
-def run_eval(models: EvalModels, data: str | list[str], cfg: RunConfig, settings: EvalSettings, output_dir: Path | None) -> dict[str, Any]:
+def run_eval(models: EvalModels, data: Sources, cfg: RunConfig, settings: EvalSettings, output_dir: Path | None) -> dict[str, Any]:
     """Every number `preftune eval` reports, as one JSON-ready dict; files go under `output_dir` when given."""
     device = next(models.policy.parameters()).device
     split = load_split(data, models.tokenizer, cfg, settings.max_pairs)
     show = settings.show_progress
     chunk = cfg.train.logits_chunk
-    pc, pr, rc, rr = score(models, split.pairs, settings.batch_size, chunk, device, "score pairs", show)
+    loss = settings.loss_function(models.has_reference)
+    values = score_pairs(models, split.pairs, loss, settings.batch_size, chunk, device, "score pairs", show)
     lengths = lambda side: torch.tensor([len(getattr(p, side)) for p in split.pairs], dtype=torch.float64)  # noqa: E731
-    scores = PairScores(pc, pr, rc, rr, lengths("chosen"), lengths("rejected"))
-    result: dict[str, Any] = {"model": models.policy_name, "reference": models.reference_name, "data": data, "beta": settings.beta,
-                              "preference": preference_summary(scores, settings.beta)}
+    result: dict[str, Any] = {"model": models.policy_name, "reference": models.reference_name, "data": str(data) if not isinstance(data, (str, list)) else data,
+                              "loss": settings.loss.name if not settings.loss.components else "+".join(c.name for c in settings.loss.components),
+                              "beta": settings.resolved_beta(),
+                              "preference": preference_summary(values, lengths("chosen"), lengths("rejected"))}
     records: list[dict[str, Any]] = []
     if settings.generate or settings.judge is not None:
         judge = load_judge(settings.judge) if settings.judge is not None else None
         prompt_ids, prompt_texts = unique_prompts(split, cfg.generation.max_prompts)
-        result["generation"], records = generation_report(models, prompt_ids, prompt_texts, cfg.generation, judge, settings.batch_size,
+        result["generation"], records = generation_report(models, prompt_ids, prompt_texts, cfg.generation, judge, loss, settings.batch_size,
                                                           chunk, device, show)
     if output_dir is not None:
         output_dir.mkdir(parents=True, exist_ok=True)
@@ -180,4 +195,4 @@ def run_eval(models: EvalModels, data: str | list[str], cfg: RunConfig, settings
 
 
 def prompt_tokenizer(tokenizer: Any, cfg: RunConfig) -> PairTokenizer:
-    return PairTokenizer(tokenizer, tokenize_settings(cfg.data))
+    return PairTokenizer(tokenizer, cfg.data.tokenize_settings())

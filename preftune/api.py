@@ -1,0 +1,158 @@
+"""The Python API: `preftune.train(...)` and `preftune.evaluate(...)`, the entry points of notebooks, scripts, the
+command line and `preftune iterate`."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .config import Overrides, RunConfig, load_config
+from .data.pipeline import Sources
+from .data.readers import InMemoryRecords
+from .errors import ConfigError
+from .training.callbacks import TrainResult
+
+_FROM_CONFIG: Any = object()
+
+ConfigLike = str | Path | dict[str, Any] | RunConfig | None
+DataLike = str | Path | Sequence[str] | Sequence[dict[str, Any]] | Any  # paths, records, or a datasets.Dataset
+
+
+def as_sources(data: DataLike, name: str) -> Sources | None:
+    """Paths stay paths; a list of dicts or a `datasets.Dataset` becomes records read from memory (errors name the index)."""
+    if data is None:
+        return None
+    if isinstance(data, (str, Path)):
+        return str(data)
+    if isinstance(data, Sequence) and data and all(isinstance(d, (str, Path)) for d in data):
+        return [str(d) for d in data]
+    if hasattr(data, "__len__") and hasattr(data, "__iter__") and not isinstance(data, (bytes, dict)):
+        return InMemoryRecords(data, name)
+    raise ConfigError(f"{name}: a {type(data).__name__} is not data preftune reads. Fix: pass a path, a list of dicts or a datasets.Dataset.")
+
+
+def train(config: ConfigLike = None, *, overrides: Overrides | None = None, model: torch.nn.Module | None = None, tokenizer: Any = None,
+          train_data: DataLike = None, eval_data: DataLike = None, callbacks: Iterable[Any] = (), output_dir: str | Path | None = _FROM_CONFIG,
+          progress: bool = True, catch_interrupt: bool = False) -> TrainResult:
+    """Train a model by DPO (or any loss of the family) and return what happened.
+
+    Args:
+        config: a YAML path, a nested dict with the YAML's keys, or a `RunConfig`; None takes every default.
+        overrides: `"key=value"` strings or a flat dict such as `{"train.max_steps": 5}`, validated like the CLI's.
+        model, tokenizer: an already loaded `transformers` model (plain or peft-wrapped) and its tokenizer, used
+            instead of `model.name_or_path`. LoRA settings still apply to a plain model; the reference is a frozen
+            copy of the model as passed (or, with an adapter, the model with its adapter switched off).
+        train_data, eval_data: a path, a list of dicts in any format preftune reads, or a `datasets.Dataset`,
+            instead of `data.train` / `data.eval`.
+        callbacks: functions `f(step, metrics)` or objects with `on_step`, `on_evaluate`, `on_save`, `on_end`;
+            `on_step` / `on_evaluate` (or the function) returning True stops the run after that step.
+        output_dir: where files go (default: the config's `output_dir`); None trains in memory and writes nothing.
+        progress: show the progress bar.
+        catch_interrupt: Ctrl-C stops after the current step with a checkpoint (the CLI sets this).
+
+    Returns:
+        `TrainResult`: `history` (one dict per logged step and evaluation, as in metrics.jsonl), `before` / `after`
+        held-out metrics, `findings` (diagnostics), `model` (the trained model), `paths` (files written).
+    """
+    cfg = load_config(config, overrides)
+    if output_dir is not _FROM_CONFIG:
+        cfg = cfg.model_copy(update={"output_dir": None if output_dir is None else str(output_dir)})
+    if model is not None:
+        peft = hasattr(model, "peft_config") and hasattr(model, "disable_adapter")
+        name = str(getattr(model, "name_or_path", "") or "model passed from Python")
+        updates = {"name_or_path": name} | ({"lora": cfg.model.lora.model_copy(update={"enabled": True})} if peft else {})
+        cfg = cfg.model_copy(update={"model": cfg.model.model_copy(update=updates)})
+        if tokenizer is None:
+            raise ConfigError("preftune.train(model=...): pass its tokenizer too (tokenizer=...), so the data is tokenized as the model expects.")
+    train_src, eval_src = as_sources(train_data, "train_data"), as_sources(eval_data, "eval_data")
+    if isinstance(train_src, InMemoryRecords):
+        cfg = cfg.model_copy(update={"data": cfg.data.model_copy(update={"train": str(train_src)})})
+    hooks = list(callbacks)
+    if cfg.report and cfg.output_dir:
+        from .report import ReportWriter
+
+        hooks.append(ReportWriter())
+    from .training.run import train as run_training
+
+    return run_training(cfg, model=model, tokenizer=tokenizer, train_data=train_src, eval_data=eval_src, callbacks=hooks,
+                        show_progress=progress, catch_interrupt=catch_interrupt)
+
+
+DEFAULT_EVAL_DIR: Any = object()  # RUN/eval for a run folder, else runs/eval (what `preftune eval` writes by default)
+
+
+def evaluate(model: str | Path | torch.nn.Module, data: DataLike, *, reference: str | Path | torch.nn.Module | None = None,
+             beta: float | None = None, tokenizer: Any = None, config: ConfigLike = None, overrides: Overrides | None = None,
+             reference_free: bool = False, batch_size: int = 8, max_pairs: int | None = None, generate: bool = False,
+             judge: Any = None, output_dir: str | Path | None = None, progress: bool = False) -> dict[str, Any]:
+    """What `preftune eval` computes, from Python: held-out preference accuracy, margins, log-ratios and the length
+    breakdown, scored by training's own path; with `generate` or a `judge`, samples, lengths, a KL estimate and the
+    judge's rewards / win rate.
+
+    Args:
+        model: a folder, adapter folder, preftune run folder, .gguf, `smollm2-135m-instruct`, or a loaded model.
+        data: a path, a list of dicts or a `datasets.Dataset` of preference pairs.
+        reference: a path or a loaded model; by default an adapter's base, a run's start model, else none.
+        beta: β of the rewards; default the run's own loss β for a run folder, else the config's.
+        tokenizer: needed with a loaded `model`.
+        config, overrides: data (recipe, lengths), generation and loss settings, as for `train`.
+        reference_free: compare the model's own log-probs even when a reference is implied.
+        judge: `module:function` or a `JudgeConfig`.
+        output_dir: where eval.json and samples.jsonl go; None writes nothing.
+    Returns:
+        One JSON-ready dict: `preference`, and `generation` when asked for.
+    """
+    from .config import JudgeConfig
+    from .evaluation.models import EvalModels, load_eval_models, resolve_run_folder
+    from .evaluation.run import EvalSettings, run_eval
+    from .training.reference import AdapterDisabledReference, NoReference, SeparateReference
+
+    cfg = load_config(config, overrides)
+    if batch_size < 1:
+        raise ConfigError(f"batch_size = {batch_size}: must be at least 1 (--batch-size).")
+    if max_pairs is not None and max_pairs < 1:
+        raise ConfigError(f"max_pairs = {max_pairs}: must be at least 1, or unset for every pair (--max-pairs).")
+    if beta is not None and not beta > 0:
+        raise ConfigError(f"beta = {beta}: must be > 0 (--beta).")
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    chunk = cfg.train.logits_chunk
+    loss_cfg = cfg.loss
+    if isinstance(model, torch.nn.Module):
+        if tokenizer is None:
+            raise ConfigError("preftune.evaluate(model=<loaded model>): pass its tokenizer too (tokenizer=...).")
+        if tokenizer.pad_token_id is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        policy = model.to(device).eval()
+        peft = hasattr(model, "disable_adapter") and hasattr(model, "peft_config")
+        if reference_free:
+            ref, ref_name = NoReference(), None
+        elif isinstance(reference, torch.nn.Module):
+            ref, ref_name = SeparateReference(reference.to(device).eval(), chunk), "reference passed from Python"
+        elif reference is not None:
+            loaded = load_eval_models(str(reference), None, cfg.model.dtype, device, reference_free=True, chunk=chunk)
+            ref, ref_name = SeparateReference(loaded.policy, chunk), str(reference)
+        elif peft:
+            ref, ref_name = AdapterDisabledReference(policy, chunk), "adapter disabled (the base model)"
+        else:
+            ref, ref_name = NoReference(), None
+        models = EvalModels(tokenizer, policy, ref, str(getattr(model, "name_or_path", "model passed from Python")), ref_name)
+        run_dir = None
+    else:
+        if isinstance(reference, torch.nn.Module):
+            raise ConfigError("preftune.evaluate: a loaded reference model needs a loaded policy model too (or pass both as paths).")
+        models = load_eval_models(str(model), None if reference is None else str(reference), cfg.model.dtype, device, reference_free, chunk)
+        found = resolve_run_folder(str(model))
+        run_dir = found.run
+        loss_cfg = found.loss() or loss_cfg
+    if output_dir is DEFAULT_EVAL_DIR:
+        output_dir = run_dir / "eval" if run_dir is not None else Path("runs/eval")
+    judge_cfg = JudgeConfig(name=judge) if isinstance(judge, str) else judge
+    settings = EvalSettings(loss=loss_cfg, beta=beta, max_pairs=max_pairs, batch_size=batch_size, generate=generate or judge_cfg is not None,
+                            judge=judge_cfg, show_progress=progress)
+    source = as_sources(data, "data")
+    if source is None:
+        raise ConfigError("preftune.evaluate: no data. Fix: pass preference pairs (a path, a list of dicts or a datasets.Dataset).")
+    return run_eval(models, source, cfg, settings, Path(output_dir) if output_dir is not None else None)

@@ -1,0 +1,30 @@
+"""Statistics shared by training, evaluation and data inspection: Pearson correlation and length summaries."""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Sequence
+
+
+def correlation(xs: Sequence[float], ys: Sequence[float]) -> float:
+    """Pearson correlation; NaN with fewer than 3 points or when either side is constant."""
+    n = len(xs)
+    if n < 3:
+        return math.nan
+    mx, my = sum(xs) / n, sum(ys) / n
+    sxy = sum((x - mx) * (y - my) for x, y in zip(xs, ys))
+    sxx = sum((x - mx) ** 2 for x in xs)
+    syy = sum((y - my) ** 2 for y in ys)
+    return math.nan if sxx == 0 or syy == 0 else sxy / math.sqrt(sxx * syy)
+
+
+def length_stats(values: Sequence[float], percentiles: Sequence[int] = (95,)) -> dict[str, float]:
+    """min, mean, median, each percentile as `pNN` (nearest rank from below) and max of `values`; {} when empty."""
+    if not values:
+        return {}
+    ordered = sorted(values)
+    n = len(ordered)
+    out = {"min": float(ordered[0]), "mean": statistics.fmean(ordered), "median": float(statistics.median(ordered))}
+    out |= {f"p{q}": float(ordered[min(n - 1, int(q / 100 * n))]) for q in percentiles}
+    return out | {"max": float(ordered[-1])}

@@ -1,0 +1,393 @@
+"""Set-up of a training run: from a validated config (and any objects the caller passes) to the run's parts, once."""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import os
+import random
+import shutil
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..config import RunConfig
+from ..data.pipeline import LoadedData, Sources
+from ..data.prepare import TokenizedSplit, prepare_data
+from ..data.stream import BatchSource, BatchStream
+from ..errors import ConfigError, PreftuneError
+from ..models.compiling import compile_layers
+from ..models.loading import add_lora, load_model, load_tokenizer
+from ..models.logprobs import LogpsModel
+from .artifacts import CONFIG, DATA_SUMMARY, DIAGNOSTICS, EVAL_PAIRS, METRICS, data_summary, eval_pair_records, write_json, write_jsonl
+from .callbacks import Metrics
+from .checkpoint import TrainState, latest_valid_checkpoint, load_checkpoint, remove_partial, save_checkpoint, verify
+from .diagnostics import Diagnostics
+from .metrics import MetricAccumulator
+from .outputs import load_trainable, save_trainable, write_config
+from .reference import (AdapterDisabledReference, NoReference, PrecomputedReference, Reference, SeparateReference, model_fingerprint,
+                        pairs_fingerprint, precompute)
+from .scoring import LossFunction, loss_on_batch, score
+from .tracking import MetricsFile, flat_config, tracker_setup
+
+logger = logging.getLogger("preftune.training")
+
+FUSED_ADAMW_DEVICES = ("cpu", "cuda")
+FUSED_ADAMW_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+EVAL_KEEP = ("rewards/margins", "lengths/chosen_minus_rejected", "rewards/chosen", "rewards/rejected")
+
+
+def seed_everything(seed: int, deterministic: bool) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    if deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+
+
+def make_accelerator(cfg: RunConfig) -> Any:
+    """accelerate's Accelerator; several processes on a machine without CUDA run on CPU with gloo."""
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState, GradientState
+
+    AcceleratorState._reset_state()  # a later run in the same process may ask for another precision (the process group stays)
+    GradientState._reset_state()
+    cpu_processes = int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available()
+    trackers = tracker_setup(cfg.report_to, Path(cfg.output_dir)) if cfg.output_dir else {}
+    return Accelerator(mixed_precision=cfg.train.mixed_precision, cpu=cpu_processes, **trackers)
+
+
+def is_peft(model: torch.nn.Module) -> bool:
+    return hasattr(model, "disable_adapter") and hasattr(model, "peft_config")
+
+
+def resolve_strategy(cfg: RunConfig, lora: bool | None = None) -> str:
+    """The reference strategy `auto` stands for; `lora` says whether the policy is an adapter (default: the config's)."""
+    lora = cfg.model.lora.enabled if lora is None else lora
+    strategy = cfg.reference.strategy
+    if strategy == "auto":
+        if not cfg.loss.uses_reference():
+            return "none"
+        return "adapter_disabled" if lora else "separate"
+    if strategy != "none" and not cfg.loss.uses_reference():
+        logger.info("reference: loss %s needs no reference; strategy %s is ignored", cfg.loss.name, strategy)
+        return "none"
+    return strategy
+
+
+def build_reference(cfg: RunConfig, policy: torch.nn.Module | None, accelerator: Any, strategy: str,
+                    frozen_start: torch.nn.Module | None = None) -> Reference:
+    """The live reference for `strategy` (precomputed builds on this: see `precomputed_tables`). `frozen_start` is a
+    frozen copy of a model the caller passed, used instead of loading `model.name_or_path`."""
+    chunk = cfg.train.logits_chunk
+    if strategy == "none":
+        return NoReference()
+    lora = policy is not None and is_peft(policy)
+    if strategy == "adapter_disabled" or (strategy == "precomputed" and lora and cfg.reference.name_or_path is None):
+        return AdapterDisabledReference(policy, chunk, accelerator.unwrap_model)
+    ref_path = cfg.reference.name_or_path
+    if ref_path is not None and ref_path != cfg.model.name_or_path:
+        logger.warning("reference: %s differs from the policy's start %s; DPO's derivation assumes the reference is the SFT checkpoint the policy starts from",
+                       ref_path, cfg.model.name_or_path)
+    if frozen_start is not None and ref_path is None:
+        model = frozen_start
+    else:
+        model = load_model(cfg.model, ref_path or cfg.model.name_or_path, trainable=False)
+    model = model.to(accelerator.device)
+    if accelerator.distributed_type == "FSDP":  # DistributedType is a str enum
+        model = accelerator.prepare_model(model, evaluation_mode=True)  # sharded like the policy
+    return SeparateReference(model, chunk)
+
+
+def precomputed_tables(cfg: RunConfig, live: Reference, splits: dict[str, BatchSource], accelerator: Any) -> dict[str, PrecomputedReference]:
+    """One pass of the live reference over each split, cached by (model, data, tokenization); later runs reuse it."""
+    ref_model = live.model if isinstance(live, SeparateReference) else accelerator.unwrap_model(live.policy)
+    base = model_fingerprint(ref_model)
+    tables = {}
+    cache = Path(cfg.reference.cache_dir) if cfg.reference.cache_dir else None
+    for name, source in splits.items():
+        key = f"{base}-{pairs_fingerprint(source.pairs)}-{cfg.model.dtype}"
+        plain = replace(source, seed=0, shuffle=False, rank=0, world=1)  # every pair once, in the run's layout
+        with accelerator.main_process_first():
+            tables[name] = precompute(live, plain.epoch(0), len(source.pairs), key, cache, accelerator.autocast)
+    return tables
+
+
+def adamw_impl(params: list[torch.Tensor], choice: str, sharded: bool = False) -> str:
+    """`fused` or `foreach` for torch's AdamW. auto takes fused (5.8x faster than foreach for SmolLM2-135M's parameters
+    on a 2-core CPU: bench/optimizer_step.py) when every parameter is a plain tensor on one CPU or CUDA device in a
+    float type it supports, and the run is not sharded (FSDP / DeepSpeed re-wrap the parameters)."""
+    if choice != "auto":
+        return choice
+    if sharded:
+        return "foreach"
+    plain = all(type(p.data) is torch.Tensor and p.device.type in FUSED_ADAMW_DEVICES and p.dtype in FUSED_ADAMW_DTYPES for p in params)
+    return "fused" if plain and len({p.device for p in params}) == 1 else "foreach"
+
+
+def make_optimizer(model: torch.nn.Module, cfg: RunConfig, total_steps: int, sharded: bool = False) -> tuple[torch.optim.Optimizer, Any]:
+    from transformers import get_scheduler
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise ConfigError("no trainable parameters. Fix: enable model.lora or train the full model.")
+    impl = adamw_impl(params, cfg.train.optimizer_impl, sharded)
+    optimizer = torch.optim.AdamW(params, lr=cfg.train.learning_rate, weight_decay=cfg.train.weight_decay, **{impl: True})
+    name = {"cosine": "cosine", "linear": "linear", "constant": "constant_with_warmup"}[cfg.train.scheduler]
+    scheduler = get_scheduler(name, optimizer, num_warmup_steps=int(cfg.train.warmup_ratio * total_steps), num_training_steps=total_steps)
+    return optimizer, scheduler
+
+
+def preflight(output_dir: Path, need_bytes: int) -> None:
+    """Fail before loading anything when the output folder cannot be written or has no room."""
+    try:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        probe = output_dir / ".preftune-write-test"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as e:
+        raise PreftuneError(f"output_dir {output_dir}: not writable ({e.strerror}). Fix: choose a folder you can write to.") from None
+    free = shutil.disk_usage(output_dir).free
+    if free < need_bytes:
+        raise PreftuneError(f"output_dir {output_dir}: {free / 2**20:.0f} MiB free, a checkpoint needs about {need_bytes / 2**20:.0f} MiB. Fix: free space or choose another folder.")
+
+
+@dataclass
+class RunData:
+    """The tokenizer, the splits and this process's batch sources of each."""
+
+    tokenizer: Any
+    train: BatchSource
+    eval: BatchSource | None
+    train_split: TokenizedSplit
+    eval_split: TokenizedSplit | None
+    loaded: LoadedData
+
+
+def setup_data(cfg: RunConfig, accelerator: Any, tokenizer: Any = None, train: Sources | None = None, eval: Sources | None = None) -> RunData:
+    """Tokenizer, data (held out and tokenized) and batch sources in the run's layout; `train` / `eval` replace the
+    config's sources (records passed from Python)."""
+    if tokenizer is None:
+        tokenizer = load_tokenizer(cfg.model.name_or_path, cfg.model.trust_remote_code)
+    elif tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    train_split, eval_split, loaded = prepare_data(cfg.data.settings(train, eval), tokenizer, cfg.train.seed)
+    layout = "packed" if cfg.train.layout == "auto" else cfg.train.layout  # fastest on CPU: bench/layouts.py
+    common = dict(pad_id=tokenizer.pad_token_id, rank=accelerator.process_index, world=accelerator.num_processes,
+                  device=accelerator.device, layout=layout, pack_tokens=cfg.train.pack_tokens)
+    train_src = BatchSource(train_split.pairs, cfg.train.batch_size, cfg.train.seed, cfg.train.shuffle, **common)
+    eval_src = BatchSource(eval_split.pairs, cfg.train.batch_size, 0, False, **common) if eval_split else None
+    return RunData(tokenizer, train_src, eval_src, train_split, eval_split, loaded)
+
+
+def setup_policy(cfg: RunConfig, model: torch.nn.Module | None, needs_copy: bool) -> tuple[torch.nn.Module, torch.nn.Module | None]:
+    """The policy to train (loaded from `model.name_or_path`, or the caller's model with LoRA added when configured)
+    and, when `needs_copy`, a frozen copy of the caller's model as it was handed over (the reference)."""
+    if model is None:
+        return load_model(cfg.model), None
+    frozen = None
+    if needs_copy:
+        frozen = copy.deepcopy(model).eval().requires_grad_(False)
+    if cfg.model.lora.enabled and not is_peft(model):
+        model = add_lora(model, cfg.model)
+    model.config.use_cache = False
+    return model, frozen
+
+
+class RunFolder:
+    """The run's files under `output_dir` (config, metrics, data summary, held-out pairs, diagnostics, checkpoints);
+    with no folder (an in-memory run) or on a process other than the main one, it writes nothing."""
+
+    def __init__(self, path: Path | None, main: bool, resume_step: int | None, metrics_lines: int | None):
+        self.path = path if main else None
+        if self.path is not None:
+            remove_partial(self.path)
+        self.metrics = MetricsFile(self.path / METRICS, resume_step, metrics_lines) if self.path is not None else None
+
+    def write(self, name: str, value: Any) -> None:
+        if self.path is not None:
+            write_json(self.path / name, value)
+
+
+@dataclass
+class Run:
+    """The parts of a training run, built once by `setup_run`; the loop (`loop.fit`) uses these and nothing else."""
+
+    cfg: RunConfig
+    accelerator: Any
+    data: RunData
+    model: torch.nn.Module                 # the model itself (a peft model with LoRA)
+    policy: torch.nn.Module                # its prepared log-prob module (DDP/FSDP-wrapped when distributed)
+    ref_train: Reference
+    ref_eval: Reference
+    strategy: str
+    loss: LossFunction
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    stream: BatchStream
+    state: TrainState
+    total_steps: int
+    resumed: bool
+    folder: RunFolder
+    diagnostics: Diagnostics
+    history: list[dict[str, Any]] = field(default_factory=list)
+    started: float = field(default_factory=time.time)
+
+    @property
+    def main(self) -> bool:
+        return bool(self.accelerator.is_main_process)
+
+    @property
+    def gather(self) -> Any:
+        return self.accelerator.gather if self.accelerator.num_processes > 1 else None
+
+    def log(self, record: Metrics) -> None:
+        """One line of the history (and metrics.jsonl, and the trackers) at the current step."""
+        line = {"step": self.state.step, **record}
+        self.history.append(line)
+        if self.folder.metrics is not None:
+            self.folder.metrics.write(line)
+        if self.cfg.report_to:
+            self.accelerator.log({k: v for k, v in record.items() if isinstance(v, (int, float))}, step=self.state.step)  # numbers only
+
+    def evaluate(self) -> Metrics:
+        """Held-out metrics (`eval/` prefixed) with the diagnostics they trigger; the per-pair values go to eval_pairs.jsonl."""
+        assert self.data.eval is not None
+        was_training = self.policy.training
+        self.policy.eval()
+        values = lambda b: loss_on_batch(self.policy, b, self.ref_eval, self.loss, self.cfg.train.logits_chunk)[1]  # noqa: E731
+        means, per_pair = score(self.data.eval.epoch(0), values, EVAL_KEEP, self.accelerator.autocast, self.gather)
+        if was_training:
+            self.policy.train()
+        ev = {f"eval/{k}": v for k, v in means.items()}
+        lists = {k: v.tolist() for k, v in per_pair.items()}
+        ev |= self.diagnostics.observe_eval(self.state.step, ev, lists.get(EVAL_KEEP[0], []), lists.get(EVAL_KEEP[1], []))
+        if self.folder.path is not None and self.data.eval_split is not None:
+            write_jsonl(self.folder.path / EVAL_PAIRS, eval_pair_records(self.data.eval_split, lists, self.state.step))
+        return ev
+
+    def checkpoint(self) -> Path | None:
+        """Write checkpoint-{step} (weights, optimizer, scheduler, RNG, stream position); None for an in-memory run."""
+        self.accelerator.wait_for_everyone()
+        if self.folder.path is None:
+            return None
+        self.state.epoch, self.state.batch_in_epoch = self.stream.epoch, self.stream.batch
+        self.state.metrics_lines = self.folder.metrics.lines if self.folder.metrics is not None else None
+        self.folder.write(DIAGNOSTICS, self.diagnostics.summary())
+        return save_checkpoint(self.folder.path, self.state, self.accelerator.unwrap_model(self.policy).model, self.optimizer, self.scheduler,
+                               self.cfg.train.save_total_limit, save_trainable)
+
+    def any_process(self, *flags: bool) -> list[bool]:
+        """Each flag, true when it is true on any process (one small collective when distributed)."""
+        if self.accelerator.num_processes == 1:
+            return list(flags)
+        t = torch.tensor([float(f) for f in flags], device=self.accelerator.device)
+        return [bool(v > 0) for v in self.accelerator.reduce(t, reduction="sum").tolist()]
+
+    def should_stop_early(self, ev: Metrics) -> bool:
+        """Early stopping on eval/rewards/margins (train.early_stopping_patience evaluations without a rise)."""
+        margin, s, t = ev.get("eval/rewards/margins"), self.state, self.cfg.train
+        if t.early_stopping_patience is None or margin is None:
+            return False
+        if s.best_eval_margin is None or margin > s.best_eval_margin + t.early_stopping_min_delta:
+            s.best_eval_margin, s.evals_without_improvement = margin, 0
+            return False
+        s.evals_without_improvement += 1
+        return s.evals_without_improvement >= t.early_stopping_patience
+
+
+def _resume_dir(cfg: RunConfig, out_dir: Path | None) -> Path | None:
+    if cfg.resume_from is None:
+        return None
+    if out_dir is None:
+        raise ConfigError("resume_from needs an output_dir to resume in; an in-memory run (output_dir=None) keeps no checkpoints.")
+    if cfg.resume_from == "auto":
+        found = latest_valid_checkpoint(out_dir)
+        if found is None:
+            logger.info("resume_from auto: no checkpoint in %s; starting fresh", out_dir)
+        return found
+    path = Path(cfg.resume_from)
+    if not path.is_dir():
+        raise ConfigError(f"resume_from = {cfg.resume_from!r}: not a checkpoint folder. Fix: give a checkpoint-N folder or 'auto'.")
+    problem = verify(path)
+    if problem:
+        raise PreftuneError(f"resume_from {path}: {problem}. Fix: use another checkpoint or resume_from: auto (which skips damaged ones).")
+    return path
+
+
+def setup_run(cfg: RunConfig, model: torch.nn.Module | None = None, tokenizer: Any = None, train_data: Sources | None = None,
+              eval_data: Sources | None = None) -> Run:
+    """Every part of a run, in order: output folder check, accelerator and seeds, data, policy and reference, optimizer,
+    resume state, run folder and trackers. `cfg.output_dir` None trains in memory (no files)."""
+    out_dir = Path(cfg.output_dir) if cfg.output_dir else None
+    if out_dir is not None:
+        preflight(out_dir, 64 * 2**20)
+    elif cfg.train.save_every:
+        logger.info("train.save_every is ignored: an in-memory run (output_dir=None) writes no checkpoints")
+    accelerator = make_accelerator(cfg)
+    seed_everything(cfg.train.seed, cfg.train.deterministic)
+    data = setup_data(cfg, accelerator, tokenizer, train_data, eval_data)
+    steps_per_epoch = max(1, data.train.num_batches() // cfg.train.grad_accum)
+    total_steps = cfg.train.max_steps or max(1, math.ceil(cfg.train.epochs * steps_per_epoch))
+
+    lora = cfg.model.lora.enabled or (model is not None and is_peft(model))
+    strategy = resolve_strategy(cfg, lora)
+    needs_copy = strategy in ("separate", "precomputed") and not lora and cfg.reference.name_or_path is None
+    policy, frozen = setup_policy(cfg, model, needs_copy)
+    policy = policy.to(accelerator.device)
+    if cfg.train.gradient_checkpointing:
+        policy.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    live = build_reference(cfg, policy, accelerator, strategy, frozen)
+    if cfg.train.compile:
+        n = compile_layers(policy, cfg.train.compile_backend)
+        if isinstance(live, SeparateReference):
+            compile_layers(live.model, cfg.train.compile_backend)
+        logger.info("train.compile: %d decoder layers compiled with %s (the first steps include compile time)", n, cfg.train.compile_backend)
+    ref_train = ref_eval = live
+    if strategy == "precomputed":
+        tables = precomputed_tables(cfg, live, {"train": data.train, **({"eval": data.eval} if data.eval else {})}, accelerator)
+        ref_train, ref_eval = tables["train"], tables.get("eval", tables["train"])
+        if isinstance(live, SeparateReference):
+            del live.model  # the frozen copy is no longer needed
+    logger.info("reference strategy: %s", strategy)
+
+    optimizer, scheduler = make_optimizer(policy, cfg, total_steps, sharded=accelerator.distributed_type in ("FSDP", "DEEPSPEED"))
+    prepared, optimizer = accelerator.prepare(LogpsModel(policy, cfg.train.logits_chunk), optimizer)
+    prepared.train()
+
+    state = TrainState()
+    resume_dir = _resume_dir(cfg, out_dir)
+    if resume_dir is not None:
+        load_trainable(accelerator.unwrap_model(prepared).model, resume_dir / "model")
+        state = load_checkpoint(resume_dir, optimizer, scheduler)
+        logger.info("resumed from %s at step %d", resume_dir, state.step)
+    folder = RunFolder(out_dir, accelerator.is_main_process, state.step if resume_dir else None, state.metrics_lines)
+    if cfg.report_to and out_dir is not None:
+        accelerator.init_trackers("preftune", config=flat_config(cfg.model_dump(mode="json")))
+    if folder.path is not None:
+        write_config(cfg, folder.path / CONFIG)
+        folder.write(DATA_SUMMARY, data_summary(data.train_split, data.eval_split, data.loaded))
+    return Run(cfg, accelerator, data, policy, prepared, ref_train, ref_eval, strategy, LossFunction.from_config(cfg.loss), optimizer, scheduler,
+               BatchStream(data.train, state.epoch, state.batch_in_epoch), state, total_steps, resume_dir is not None, folder,
+               Diagnostics(cfg.diagnostics, cfg.loss.resolved_beta()))
+
+
+def precompute_reference(cfg: RunConfig) -> Path:
+    """`preftune precompute-ref`: build the reference log-prob cache of the config's data and exit."""
+    if not cfg.loss.uses_reference():
+        raise ConfigError(f"loss {cfg.loss.name} is reference-free: there is nothing to precompute.")
+    accelerator = make_accelerator(cfg)
+    seed_everything(cfg.train.seed, cfg.train.deterministic)
+    data = setup_data(cfg, accelerator)
+    policy = load_model(cfg.model).to(accelerator.device) if cfg.model.lora.enabled else None
+    live = build_reference(cfg, policy, accelerator, "precomputed")
+    precomputed_tables(cfg, live, {"train": data.train, **({"eval": data.eval} if data.eval else {})}, accelerator)
+    from .reference import default_reference_cache
+
+    return Path(cfg.reference.cache_dir) if cfg.reference.cache_dir else default_reference_cache()
