@@ -15,7 +15,7 @@ __version__ = "0.1.0"
 _EXPORTS = {"train": "api", "evaluate": "api", "load_config": "config", "RunConfig": "config", "compute_loss": "losses", "LOSSES": "losses",
             "TrainResult": "training.callbacks", "Callback": "training.callbacks"}
 
-__all__ = ["__version__", *_EXPORTS]
+__all__ = ["__version__", "train", "evaluate", "load_config", "RunConfig", "compute_loss", "LOSSES", "TrainResult", "Callback"]
 
 if TYPE_CHECKING:
     from .api import evaluate, train

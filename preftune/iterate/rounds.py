@@ -20,7 +20,7 @@ from ..evaluation.generation import Sample, generate, length_stats
 from ..evaluation.judges import Judge, load_judge
 from ..evaluation.run import decode, prompt_tokenizer
 from ..models.loading import load_model, load_tokenizer
-from ..training.artifacts import write_json, write_jsonl
+from ..training.artifacts import MERGED_DIR, MODEL_DIR, write_json, write_jsonl
 from .pairs import best_and_worst, sample_scores
 from .prompts import round_prompts
 
@@ -150,7 +150,7 @@ def iterate(cfg: RunConfig, show_progress: bool = True) -> list[dict[str, Any]]:
                            callbacks=[ReportWriter()] if cfg.report else [])
             if result.interrupted:
                 raise KeyboardInterrupt
-            weights = folder / "train" / ("merged" if (folder / "train" / "merged").exists() else "model")
+            weights = folder / "train" / (MERGED_DIR if (folder / "train" / MERGED_DIR).exists() else MODEL_DIR)
             shutil.rmtree(folder / "model", ignore_errors=True)
             weights.rename(folder / "model")
             model_path = str(folder / "model")

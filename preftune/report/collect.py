@@ -10,7 +10,7 @@ from typing import Any
 import yaml
 
 from ..errors import PreftuneError
-from ..training.artifacts import DATA_SUMMARY, DIAGNOSTICS, EVAL_PAIRS
+from ..training.artifacts import CONFIG, DATA_SUMMARY, DIAGNOSTICS, EVAL_PAIRS, METRICS, SUMMARY
 
 
 @dataclass
@@ -65,10 +65,10 @@ def _jsonl(path: Path) -> list[dict[str, Any]]:
 def collect(run_dir: Path) -> RunView:
     """The run in `run_dir`; fails with a readable error when it is not a preftune run folder."""
     run_dir = Path(run_dir)
-    if not (run_dir / "metrics.jsonl").exists():
-        raise PreftuneError(f"{run_dir}: no metrics.jsonl here, so this is not a preftune run folder. "
+    if not (run_dir / METRICS).exists():
+        raise PreftuneError(f"{run_dir}: no {METRICS} here, so this is not a preftune run folder. "
                             "Fix: give the output_dir of a `preftune train` run.")
-    config_path = run_dir / "config.yaml"
+    config_path = run_dir / CONFIG
     config = yaml.safe_load(config_path.read_text()) if config_path.exists() else {}
-    return RunView(run_dir, config or {}, _jsonl(run_dir / "metrics.jsonl"), _json(run_dir / "summary.json", {}),
+    return RunView(run_dir, config or {}, _jsonl(run_dir / METRICS), _json(run_dir / SUMMARY, {}),
                    _json(run_dir / DATA_SUMMARY, {}), _jsonl(run_dir / EVAL_PAIRS), _json(run_dir / DIAGNOSTICS, {}))

@@ -7,7 +7,6 @@ and records where each fired (for the metrics file and the report).
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 

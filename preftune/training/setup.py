@@ -28,7 +28,6 @@ from .artifacts import CONFIG, DATA_SUMMARY, DIAGNOSTICS, EVAL_PAIRS, METRICS, d
 from .callbacks import Metrics
 from .checkpoint import TrainState, latest_valid_checkpoint, load_checkpoint, remove_partial, save_checkpoint, verify
 from .diagnostics import Diagnostics
-from .metrics import MetricAccumulator
 from .outputs import load_trainable, save_trainable, write_config
 from .reference import (AdapterDisabledReference, NoReference, PrecomputedReference, Reference, SeparateReference, model_fingerprint,
                         pairs_fingerprint, precompute)

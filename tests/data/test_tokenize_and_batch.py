@@ -82,7 +82,7 @@ def test_tokenized_cache_is_reused_and_keyed_by_settings(smol_tokenizer, tmp_pat
 
 
 def test_padded_collator_labels_are_the_next_tokens_of_the_response(smol_tokenizer) -> None:
-    exs = load_examples("builtin:arithmetic", DataConfig(builtin_size=4).load_settings()).examples
+    exs = load_examples("builtin:arithmetic", DataConfig(builtin_size=8).load_settings()).examples[:4]
     tok = PairTokenizer(smol_tokenizer, DataConfig().tokenize_settings())
     pairs = [tok(e) for e in exs]
     b = collate_padded(pairs, range(4), pad_id=smol_tokenizer.pad_token_id)

@@ -8,7 +8,7 @@ from typing import Any, Iterator
 
 import pytest
 
-from preftune.training.run import train
+from preftune import train
 
 from ..training.helpers import tiny_config
 
@@ -22,7 +22,7 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> 
     import os
 
     os.environ["PREFTUNE_DATA_CACHE"] = str(tmp / "cache")
-    return train(cfg, show_progress=False).output_dir
+    return train(cfg, progress=False).output_dir
 
 
 def chromium_path() -> str | None:

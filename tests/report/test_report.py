@@ -12,7 +12,7 @@ from preftune.cli import main
 from preftune.errors import PreftuneError
 from preftune.report import collect, write_report
 from preftune.report.panels import PANELS, chart_data, diagnostic_steps, series
-from preftune.training.run import train
+from preftune import train
 
 from ..training.helpers import tiny_config
 
@@ -50,12 +50,12 @@ def test_report_is_written_at_each_checkpoint(tmp_path: Path, tiny_model_dir: Pa
         return real(run_dir, pngs=False)
 
     monkeypatch.setattr(report, "write_report", spy)
-    train(tiny_config(tmp_path, tiny_model_dir, "train.max_steps=4", "train.save_every=2"), show_progress=False)
+    train(tiny_config(tmp_path, tiny_model_dir, "train.max_steps=4", "train.save_every=2"), progress=False)
     assert calls == [2, 4, 4]  # after the checkpoints at steps 2 and 4, and at the end
 
 
 def test_report_off(tmp_path: Path, tiny_model_dir: Path) -> None:
-    out = train(tiny_config(tmp_path, tiny_model_dir, "train.max_steps=1", "report=false"), show_progress=False).output_dir
+    out = train(tiny_config(tmp_path, tiny_model_dir, "train.max_steps=1", "report=false"), progress=False).output_dir
     assert not (out / "report.html").exists()
 
 
