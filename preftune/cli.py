@@ -1,4 +1,4 @@
-"""The `preftune` command: train, precompute-ref, data inspect, losses, report, eval, iterate."""
+"""The `preftune` command: train, precompute-ref, data inspect, losses, report, eval, iterate, export."""
 
 from __future__ import annotations
 
@@ -63,6 +63,12 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--output-dir", help="where eval.json and samples.jsonl go (default RUN/eval for a run folder, else runs/eval)")
     ev.add_argument("--json", action="store_true", help="print one JSON object")
     ev.add_argument("overrides", nargs="*", help="KEY=VALUE config overrides, e.g. generation.max_new_tokens=64")
+
+    exp = sub.add_parser("export", help="write a run's model (LoRA merged) as one GGUF file (llama.cpp, Ollama) or a merged Hugging Face folder")
+    exp.add_argument("source", help="a preftune run folder, a model or adapter folder, a .gguf file, or smollm2-135m-instruct")
+    exp.add_argument("--to", required=True, choices=("gguf", "hf"))
+    exp.add_argument("--dtype", default="f16", help="gguf: f32, f16 or q8_0; hf: f32, f16 or bf16 (default f16)")
+    exp.add_argument("-o", "--output", required=True, help="a .gguf file (--to gguf) or a folder (--to hf)")
 
     itr = sub.add_parser("iterate", help="on-policy DPO: rounds of sample, judge, pair best vs worst, train, evaluate (resumable)")
     itr.add_argument("config", nargs="?", help="YAML config with an iterate section")
@@ -231,6 +237,14 @@ def render_eval(result: dict) -> str:
     return "\n".join(lines)
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from .export import export
+
+    path = export(args.source, args.to, args.output, args.dtype)
+    print(f"exported to {path}")
+    return 0
+
+
 def cmd_iterate(args: argparse.Namespace) -> int:
     from .config import load_config
     from .iterate.rounds import iterate
@@ -243,7 +257,7 @@ def cmd_iterate(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"eval": cmd_eval, "iterate": cmd_iterate, "report": cmd_report, "train": cmd_train, "precompute-ref": cmd_precompute, "data": cmd_data, "losses": cmd_losses}
+COMMANDS = {"export": cmd_export, "eval": cmd_eval, "iterate": cmd_iterate, "report": cmd_report, "train": cmd_train, "precompute-ref": cmd_precompute, "data": cmd_data, "losses": cmd_losses}
 
 if __name__ == "__main__":
     raise SystemExit(main())
