@@ -37,7 +37,10 @@ def save_final(model: torch.nn.Module, tokenizer: Any, cfg: RunConfig, folder: P
     """Weights (adapter, and merged on request) plus tokenizer in Hugging Face format; returns the folders written."""
     written = {}
     folder.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(folder, safe_serialization=True)
+    if hasattr(model, "peft_config"):  # the trained adapter only (a frozen start adapter is the reference, not the result)
+        model.save_pretrained(folder, safe_serialization=True, selected_adapters=[model.active_adapter])
+    else:
+        model.save_pretrained(folder, safe_serialization=True)
     tokenizer.save_pretrained(folder)
     written["model"] = str(folder)
     if merge and hasattr(model, "merge_and_unload"):

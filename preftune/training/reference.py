@@ -73,6 +73,48 @@ class AdapterDisabledReference:
             yield model
 
 
+REFERENCE_ADAPTER = "reference"
+
+
+class StartAdapterReference:
+    """The LoRA policy with a frozen copy of the adapter it started from (`REFERENCE_ADAPTER`) active instead of the
+    trained one: the SFT model a continued adapter came from, with no second copy of the base weights."""
+
+    name = "start_adapter"
+
+    def __init__(self, policy: torch.nn.Module, chunk: int, unwrap: Callable[[torch.nn.Module], torch.nn.Module] = lambda m: m):
+        self.policy, self.chunk, self.unwrap = policy, chunk, unwrap
+
+    @torch.no_grad()
+    def logps(self, batch: PreferenceBatch) -> tuple[torch.Tensor, torch.Tensor]:
+        with self.as_model() as model:
+            s = sequence_logps(model, batch, self.chunk)
+        return s.chosen(batch.num_pairs), s.rejected(batch.num_pairs)
+
+    @contextlib.contextmanager
+    def as_model(self) -> Iterator[torch.nn.Module]:
+        model = self.unwrap(self.policy)
+        trained = model.active_adapter
+        model.set_adapter(REFERENCE_ADAPTER)  # peft's switch; switching back below makes the trained adapter trainable again
+        try:
+            yield model
+        finally:
+            model.set_adapter(trained)
+
+
+def add_frozen_start_adapter(model: torch.nn.Module) -> None:
+    """Copy the peft model's active adapter, as it is now, into a frozen adapter `REFERENCE_ADAPTER`."""
+    from peft import get_peft_model_state_dict, set_peft_model_state_dict
+
+    active = model.active_adapter
+    model.add_adapter(REFERENCE_ADAPTER, model.peft_config[active])
+    set_peft_model_state_dict(model, get_peft_model_state_dict(model, adapter_name=active), adapter_name=REFERENCE_ADAPTER)
+    model.set_adapter(active)
+    for name, p in model.named_parameters():
+        if f".{REFERENCE_ADAPTER}." in name:
+            p.requires_grad_(False)
+
+
 class NoReference:
     """Reference-free losses (SimPO, ORPO, or loss.reference_free): nothing to compute."""
 
@@ -108,7 +150,7 @@ def model_fingerprint(model: torch.nn.Module) -> str:
     """A hash of every parameter's bytes (and the adapter state), so a cache never serves another model's numbers."""
     h = hashlib.sha256()
     for name, p in sorted(model.state_dict().items()):
-        if "lora_" in name:  # adapter weights do not change the base model a disabled-adapter reference uses
+        if "lora_" in name and f".{REFERENCE_ADAPTER}." not in name:  # the trained adapter is not the reference (a frozen start adapter is)
             continue
         h.update(name.encode())
         h.update(p.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes() if p.dtype != torch.bool else p.cpu().numpy().tobytes())

@@ -29,8 +29,8 @@ from .callbacks import Metrics
 from .checkpoint import TrainState, latest_valid_checkpoint, load_checkpoint, remove_partial, save_checkpoint, verify
 from .diagnostics import Diagnostics
 from .outputs import load_trainable, save_trainable, write_config
-from .reference import (AdapterDisabledReference, NoReference, PrecomputedReference, Reference, SeparateReference, model_fingerprint,
-                        pairs_fingerprint, precompute)
+from .reference import (AdapterDisabledReference, NoReference, PrecomputedReference, Reference, SeparateReference, StartAdapterReference,
+                        add_frozen_start_adapter, model_fingerprint, pairs_fingerprint, precompute)
 from .scoring import LossFunction, loss_on_batch, score
 from .tracking import MetricsFile, flat_config, tracker_setup
 
@@ -81,14 +81,18 @@ def resolve_strategy(cfg: RunConfig, lora: bool | None = None) -> str:
 
 
 def build_reference(cfg: RunConfig, policy: torch.nn.Module | None, accelerator: Any, strategy: str,
-                    frozen_start: torch.nn.Module | None = None) -> Reference:
+                    frozen_start: torch.nn.Module | None = None, continuing: bool = False) -> Reference:
     """The live reference for `strategy` (precomputed builds on this: see `precomputed_tables`). `frozen_start` is a
-    frozen copy of a model the caller passed, used instead of loading `model.name_or_path`."""
+    frozen copy of a model the caller passed, used instead of loading `model.name_or_path`; `continuing` says the LoRA
+    policy starts from an existing adapter, which then stays in the reference, frozen (`reference.start_adapter`)."""
     chunk = cfg.train.logits_chunk
     if strategy == "none":
         return NoReference()
     lora = policy is not None and is_peft(policy)
     if strategy == "adapter_disabled" or (strategy == "precomputed" and lora and cfg.reference.name_or_path is None):
+        if continuing and cfg.reference.start_adapter == "frozen":
+            add_frozen_start_adapter(accelerator.unwrap_model(policy))
+            return StartAdapterReference(policy, chunk, accelerator.unwrap_model)
         return AdapterDisabledReference(policy, chunk, accelerator.unwrap_model)
     ref_path = cfg.reference.name_or_path
     if ref_path is not None and ref_path != cfg.model.name_or_path:
@@ -98,6 +102,10 @@ def build_reference(cfg: RunConfig, policy: torch.nn.Module | None, accelerator:
         model = frozen_start
     else:
         model = load_model(cfg.model, ref_path or cfg.model.name_or_path, trainable=False)
+        if continuing and ref_path is None and cfg.reference.start_adapter == "frozen" and cfg.model.lora.adapter_path:
+            from peft import PeftModel
+
+            model = PeftModel.from_pretrained(model, cfg.model.lora.adapter_path).merge_and_unload().requires_grad_(False)
     model = model.to(accelerator.device)
     if accelerator.distributed_type == "FSDP":  # DistributedType is a str enum
         model = accelerator.prepare_model(model, evaluation_mode=True)  # sharded like the policy
@@ -187,12 +195,16 @@ def setup_data(cfg: RunConfig, accelerator: Any, tokenizer: Any = None, train: S
 
 def setup_policy(cfg: RunConfig, model: torch.nn.Module | None, needs_copy: bool) -> tuple[torch.nn.Module, torch.nn.Module | None]:
     """The policy to train (loaded from `model.name_or_path`, or the caller's model with LoRA added when configured)
-    and, when `needs_copy`, a frozen copy of the caller's model as it was handed over (the reference)."""
+    and, when `needs_copy`, a frozen copy of the caller's model as it was handed over (the reference; for a peft model,
+    its adapter merged, or left out with `reference.start_adapter: base`)."""
     if model is None:
         return load_model(cfg.model), None
     frozen = None
     if needs_copy:
-        frozen = copy.deepcopy(model).eval().requires_grad_(False)
+        frozen = copy.deepcopy(model)
+        if is_peft(frozen):
+            frozen = frozen.merge_and_unload() if cfg.reference.start_adapter == "frozen" else frozen.unload()
+        frozen = frozen.eval().requires_grad_(False)
     if cfg.model.lora.enabled and not is_peft(model):
         model = add_lora(model, cfg.model)
     model.config.use_cache = False
@@ -337,12 +349,13 @@ def setup_run(cfg: RunConfig, model: torch.nn.Module | None = None, tokenizer: A
 
     lora = cfg.model.lora.enabled or (model is not None and is_peft(model))
     strategy = resolve_strategy(cfg, lora)
-    needs_copy = strategy in ("separate", "precomputed") and not lora and cfg.reference.name_or_path is None
+    needs_copy = model is not None and cfg.reference.name_or_path is None and (strategy == "separate" or (strategy == "precomputed" and not lora))
     policy, frozen = setup_policy(cfg, model, needs_copy)
     policy = policy.to(accelerator.device)
     if cfg.train.gradient_checkpointing:
         policy.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    live = build_reference(cfg, policy, accelerator, strategy, frozen)
+    continuing = cfg.model.lora.adapter_path is not None or (model is not None and is_peft(model))
+    live = build_reference(cfg, policy, accelerator, strategy, frozen, continuing)
     if cfg.train.compile:
         n = compile_layers(policy, cfg.train.compile_backend)
         if isinstance(live, SeparateReference):
@@ -385,7 +398,7 @@ def precompute_reference(cfg: RunConfig) -> Path:
     seed_everything(cfg.train.seed, cfg.train.deterministic)
     data = setup_data(cfg, accelerator)
     policy = load_model(cfg.model).to(accelerator.device) if cfg.model.lora.enabled else None
-    live = build_reference(cfg, policy, accelerator, "precomputed")
+    live = build_reference(cfg, policy, accelerator, "precomputed", continuing=cfg.model.lora.adapter_path is not None)
     precomputed_tables(cfg, live, {"train": data.train, **({"eval": data.eval} if data.eval else {})}, accelerator)
     from .reference import default_reference_cache
 

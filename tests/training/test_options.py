@@ -13,7 +13,7 @@ from preftune.errors import ModelError
 from preftune.models.loading import load_model
 from preftune.training.run import train
 
-from .helpers import tiny_config, weights
+from .helpers import TOY, tiny_config, weights
 
 
 def test_early_stopping_when_held_out_margins_stop_rising(tmp_path: Path, tiny_model_dir: Path) -> None:
@@ -64,3 +64,38 @@ def test_bf16_mixed_precision_runs_the_reference_in_the_same_precision(tmp_path:
     result = train(cfg, show_progress=False)
     assert result.before["eval/rewards/margins"] == 0.0
     assert result.last["rewards/margins"] == 0.0 and result.last["loss"] == pytest.approx(0.6931471805599453, abs=1e-7)
+
+
+@pytest.mark.parametrize("strategy", ["adapter_disabled", "separate", "precomputed"])
+def test_continuing_an_adapter_starts_at_log2_with_zero_rewards(strategy: str, tmp_path: Path, tiny_model_dir: Path) -> None:
+    """The reference of a continued adapter is that adapter, frozen (the SFT model), so step 1 has loss log 2 and
+    rewards 0 for every reference strategy; with reference.start_adapter: base it is the base, and they are not."""
+    first = train(tiny_config(tmp_path, tiny_model_dir, "model.lora.enabled=true", "train.max_steps=3", "train.learning_rate=5e-2", name="sft"),
+                  show_progress=False)
+    adapter = first.output_dir / "model"
+    cont = ["model.lora.enabled=true", f"model.lora.adapter_path={adapter}", f"reference.strategy={strategy}", "train.max_steps=2",
+            "train.learning_rate=5e-2"]
+    step1 = train(tiny_config(tmp_path, tiny_model_dir, *cont, name=f"cont-{strategy}"), show_progress=False).history[0]
+    assert step1["loss"] == pytest.approx(0.6931471805599453, abs=1e-6)
+    assert step1["rewards/chosen"] == pytest.approx(0.0, abs=1e-6) and step1["rewards/rejected"] == pytest.approx(0.0, abs=1e-6)
+    base = train(tiny_config(tmp_path, tiny_model_dir, *cont, "reference.start_adapter=base", name=f"base-{strategy}"), show_progress=False)
+    assert abs(base.history[0]["rewards/margins"]) > 1e-4  # the base model is another reference: the adapter's margin shows at once
+    saved = weights(Path(tmp_path / f"cont-{strategy}"))
+    assert saved and not any("reference" in k for k in saved)  # only the trained adapter is saved
+
+
+def test_a_peft_model_passed_from_python_is_its_own_reference(tmp_path: Path, tiny_model_dir: Path, smol_tokenizer) -> None:
+    import preftune
+    from peft import PeftModel
+
+    from preftune.config import ModelConfig
+
+    first = train(tiny_config(tmp_path, tiny_model_dir, "model.lora.enabled=true", "train.max_steps=3", "train.learning_rate=5e-2", name="sft"),
+                  show_progress=False)
+    for strategy in ("auto", "separate", "precomputed"):
+        base = load_model(ModelConfig(name_or_path=str(tiny_model_dir)), trainable=False)
+        peft_model = PeftModel.from_pretrained(base, str(first.output_dir / "model"), is_trainable=True)
+        result = preftune.train({"train": {"max_steps": 1, "batch_size": 4, "learning_rate": 5e-2}, "data": {"eval_fraction": 0},
+                                 "reference": {"strategy": strategy}, "report": False},
+                                model=peft_model, tokenizer=smol_tokenizer, train_data=TOY, output_dir=None, progress=False)
+        assert result.history[0]["loss"] == pytest.approx(0.6931471805599453, abs=1e-6), strategy
