@@ -10,6 +10,7 @@ import torch
 
 from ..config import ModelConfig
 from ..errors import ConfigError, ModelError
+from ..run_files import ADAPTER_CONFIG, CONFIG, MERGED_DIR, MODEL_DIR
 from .attention import IMPLEMENTATIONS
 from .embedded import EMBEDDED_NAME, convert_gguf, embedded_model_dir, models_cache_dir
 
@@ -18,11 +19,22 @@ logger = logging.getLogger("preftune.models")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
+def run_model_folder(path: Path) -> Path:
+    """A preftune run folder stands for the model it saved (its merged weights where written, else `model/`); any
+    other path is itself."""
+    if (path / CONFIG).exists() and (path / MODEL_DIR).is_dir():
+        return path / (MERGED_DIR if (path / MERGED_DIR).is_dir() else MODEL_DIR)
+    return path
+
+
 def resolve_model_path(name_or_path: str) -> str:
-    """A loadable folder or hub name: the embedded default and GGUF files become cached safetensors folders."""
+    """A loadable folder or hub name: the embedded default and GGUF files become cached safetensors folders, and a
+    preftune run folder its saved model."""
     if name_or_path == EMBEDDED_NAME:
         return str(embedded_model_dir())
-    path = Path(name_or_path)
+    path = run_model_folder(Path(name_or_path))
+    if path.is_dir():
+        return str(path)
     if path.suffix == ".gguf":
         if not path.exists():
             raise ModelError(f"{name_or_path}: GGUF file not found. Fix: check model.name_or_path.")
@@ -59,7 +71,11 @@ def load_model(cfg: ModelConfig, name_or_path: str | None = None, trainable: boo
     if cfg.quantize_4bit:
         kwargs["quantization_config"] = _four_bit_config()
     try:
-        model = AutoModelForCausalLM.from_pretrained(path, attn_implementation=IMPLEMENTATIONS[cfg.attention], **kwargs)
+        adapter = Path(path, ADAPTER_CONFIG)
+        if adapter.exists():  # an adapter folder (an SFT run's LoRA, say) stands for its base with the adapter merged in
+            model = load_adapter_merged(path, adapter, cfg, kwargs)
+        else:
+            model = AutoModelForCausalLM.from_pretrained(path, attn_implementation=IMPLEMENTATIONS[cfg.attention], **kwargs)
     except (OSError, ValueError) as e:
         raise ModelError(f"{name_or_path or cfg.name_or_path}: cannot load the model ({type(e).__name__}: {e}). "
                          "Fix: point model.name_or_path at a Hugging Face folder, a hub name, a .gguf file, or smollm2-135m-instruct.") from None
@@ -71,6 +87,21 @@ def load_model(cfg: ModelConfig, name_or_path: str | None = None, trainable: boo
     if cfg.lora.enabled:
         model = add_lora(model, cfg)
     return model
+
+
+def load_adapter_merged(path: str, adapter_config: Path, cfg: ModelConfig, kwargs: dict[str, Any]) -> torch.nn.Module:
+    """The base model an adapter folder names, with the adapter merged into its weights."""
+    import json
+
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    try:
+        base_name = json.loads(adapter_config.read_text())["base_model_name_or_path"]
+    except (OSError, KeyError, json.JSONDecodeError) as e:
+        raise ModelError(f"{adapter_config}: cannot read base_model_name_or_path ({e}). Fix: save the adapter with peft's save_pretrained.") from None
+    base = AutoModelForCausalLM.from_pretrained(resolve_model_path(base_name), attn_implementation=IMPLEMENTATIONS[cfg.attention], **kwargs)
+    return PeftModel.from_pretrained(base, path).merge_and_unload().requires_grad_(True)  # peft froze the base; trainable unless asked not to
 
 
 def add_lora(model: torch.nn.Module, cfg: ModelConfig) -> torch.nn.Module:

@@ -1,5 +1,5 @@
-"""The run folder: the name of every file a run writes, and the atomic writers for them. Everything that reads a run
-folder (report, eval, iterate, resume) takes the names from here."""
+"""What a run writes into its folder (data summary, held-out pairs) and the atomic writers for it; the file names
+themselves are `preftune.run_files`'."""
 
 from __future__ import annotations
 
@@ -13,15 +13,7 @@ from ..data.prepare import TokenizedSplit
 from ..data.records import as_text
 from ..stats import length_stats
 
-CONFIG = "config.yaml"
-METRICS = "metrics.jsonl"
-SUMMARY = "summary.json"
-MODEL_CARD = "README.md"
-MODEL_DIR = "model"
-MERGED_DIR = "merged"
-DATA_SUMMARY = "data_summary.json"
-EVAL_PAIRS = "eval_pairs.jsonl"
-DIAGNOSTICS = "diagnostics.json"
+from ..run_files import CONFIG, DATA_SUMMARY, DIAGNOSTICS, EVAL_PAIRS, MERGED_DIR, METRICS, MODEL_CARD, MODEL_DIR, SUMMARY  # noqa: F401 (re-exported)
 TEXT_LIMIT = 4000  # characters of each text kept in eval_pairs.jsonl
 
 

@@ -99,3 +99,20 @@ def test_a_peft_model_passed_from_python_is_its_own_reference(tmp_path: Path, ti
                                  "reference": {"strategy": strategy}, "report": False},
                                 model=peft_model, tokenizer=smol_tokenizer, train_data=TOY, output_dir=None, progress=False)
         assert result.history[0]["loss"] == pytest.approx(0.6931471805599453, abs=1e-6), strategy
+
+
+@pytest.mark.parametrize("lora", [True, False])
+def test_a_run_folder_as_the_start_model_is_that_runs_trained_model_and_reference(lora: bool, tmp_path: Path, tiny_model_dir: Path) -> None:
+    """Chaining stages: model.name_or_path = an earlier run's folder (its LoRA adapter merged into its base) is where
+    the policy starts and what the reference is, so the next run's held-out numbers before training are the first
+    run's after, and its first step is log 2."""
+    from ..conftest import write_jsonl
+    from .helpers import TOY
+
+    held = write_jsonl(tmp_path / "held.jsonl", TOY[:8])
+    first = train(tiny_config(tmp_path, tiny_model_dir, "model.lora.enabled=true", "train.max_steps=3", "train.learning_rate=5e-2",
+                              f"data.eval={held}", name="first"), show_progress=False)
+    second = train(tiny_config(tmp_path, tiny_model_dir, f"model.name_or_path={first.output_dir}", f"model.lora.enabled={str(lora).lower()}",
+                               f"data.eval={held}", "train.max_steps=1", name="second"), show_progress=False)
+    assert second.before["eval/logps/chosen"] == pytest.approx(first.after["eval/logps/chosen"], rel=1e-5)
+    assert second.before["eval/rewards/margins"] == 0.0 and second.history[1]["loss"] == pytest.approx(0.6931471805599453, abs=1e-6)

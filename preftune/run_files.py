@@ -1,0 +1,12 @@
+"""The names of the files and folders in a preftune run folder: one place for every module that writes or reads them."""
+
+CONFIG = "config.yaml"
+METRICS = "metrics.jsonl"
+SUMMARY = "summary.json"
+MODEL_CARD = "README.md"
+MODEL_DIR = "model"
+MERGED_DIR = "merged"
+DATA_SUMMARY = "data_summary.json"
+EVAL_PAIRS = "eval_pairs.jsonl"
+DIAGNOSTICS = "diagnostics.json"
+ADAPTER_CONFIG = "adapter_config.json"
