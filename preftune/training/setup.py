@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import hashlib
 import logging
 import math
 import os
@@ -112,6 +113,16 @@ def build_reference(cfg: RunConfig, policy: torch.nn.Module | None, accelerator:
     return SeparateReference(model, chunk)
 
 
+def reference_cache_key(cfg: RunConfig, model_fp: str, pairs_fp: str) -> str:
+    """The reference log-prob cache key: the reference weights and the tokenized pairs (fingerprints), and every setting
+    that changes the numbers computed from them (weight dtype, mixed precision, attention kernel, batch layout and its
+    row size, LM-head chunk)."""
+    t = cfg.train
+    layout = "packed" if t.layout == "auto" else t.layout
+    settings = f"{cfg.model.dtype}|{t.mixed_precision}|{cfg.model.attention}|{layout}|{t.pack_tokens if layout == 'packed' else ''}|{t.logits_chunk}"
+    return f"{model_fp}-{pairs_fp}-{hashlib.sha256(settings.encode()).hexdigest()[:12]}"
+
+
 def precomputed_tables(cfg: RunConfig, live: Reference, splits: dict[str, BatchSource], accelerator: Any) -> dict[str, PrecomputedReference]:
     """One pass of the live reference over each split, cached by (model, data, tokenization); later runs reuse it."""
     ref_model = live.model if isinstance(live, SeparateReference) else accelerator.unwrap_model(live.policy)
@@ -119,7 +130,7 @@ def precomputed_tables(cfg: RunConfig, live: Reference, splits: dict[str, BatchS
     tables = {}
     cache = Path(cfg.reference.cache_dir) if cfg.reference.cache_dir else None
     for name, source in splits.items():
-        key = f"{base}-{pairs_fingerprint(source.pairs)}-{cfg.model.dtype}"
+        key = reference_cache_key(cfg, base, pairs_fingerprint(source.pairs))
         plain = replace(source, seed=0, shuffle=False, rank=0, world=1)  # every pair once, in the run's layout
         with accelerator.main_process_first():
             tables[name] = precompute(live, plain.epoch(0), len(source.pairs), key, cache, accelerator.autocast)

@@ -120,3 +120,32 @@ def test_step_counts_add_up_over_an_epoch_and_the_step_callback_runs(tmp_path: P
     assert seen == [1, 2, 3, 4, 5] and [m["num_pairs"] for m in steps] == [8] * 5  # 5 steps of 2 × 4 pairs: the 40 pairs once
     pairs = prepare_data(cfg.data.settings(), load_tokenizer(str(tiny_model_dir), False), cfg.train.seed)[0].pairs
     assert sum(m["num_tokens"] for m in steps) == sum(len(p.prompt) + len(p.chosen) + len(p.rejected) for p in pairs)
+
+
+def test_the_reference_cache_key_changes_with_every_setting_that_changes_its_numbers(tmp_path: Path, tiny_model_dir: Path) -> None:
+    from preftune.training.setup import reference_cache_key
+
+    base = tiny_config(tmp_path, tiny_model_dir)
+    key = reference_cache_key(base, "m", "p")
+    changes = ["model.dtype=bfloat16", "train.mixed_precision=bf16", "train.layout=padded", "train.pack_tokens=256", "train.logits_chunk=64"]
+    for change in changes:
+        assert reference_cache_key(tiny_config(tmp_path, tiny_model_dir, change), "m", "p") != key, change
+    assert reference_cache_key(base, "m2", "p") != key and reference_cache_key(base, "m", "p2") != key
+    assert reference_cache_key(tiny_config(tmp_path, tiny_model_dir, "train.max_steps=9", "train.learning_rate=1e-2"), "m", "p") == key
+
+
+def test_train_reuses_the_cache_precompute_ref_made(tmp_path: Path, tiny_model_dir: Path, caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
+    from preftune.training.setup import precompute_reference
+
+    cfg = tiny_config(tmp_path, tiny_model_dir, "reference.strategy=precomputed", "train.max_steps=1", "data.eval_fraction=0.2")
+    folder = precompute_reference(cfg)
+    made = sorted(p.name for p in folder.glob("*.safetensors"))
+    assert len(made) == 2  # train and held-out splits
+    with caplog.at_level(logging.INFO, logger="preftune.training"):
+        train(cfg, show_progress=False)
+    assert sorted(p.name for p in folder.glob("*.safetensors")) == made and caplog.text.count("loaded from cache") == 2
+    train(tiny_config(tmp_path, tiny_model_dir, "reference.strategy=precomputed", "train.max_steps=1", "data.eval_fraction=0.2",
+                      "train.logits_chunk=64", name="other"), show_progress=False)
+    assert len(list(folder.glob("*.safetensors"))) == 4  # another setting: a miss, computed and cached anew
