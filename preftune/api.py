@@ -156,3 +156,14 @@ def evaluate(model: str | Path | torch.nn.Module, data: DataLike, *, reference: 
     if source is None:
         raise ConfigError("preftune.evaluate: no data. Fix: pass preference pairs (a path, a list of dicts or a datasets.Dataset).")
     return run_eval(models, source, cfg, settings, Path(output_dir) if output_dir is not None else None)
+
+
+def sft(config: ConfigLike = None, *, overrides: Overrides | None = None, **kwargs: Any) -> TrainResult:
+    """Supervised fine-tuning, the stage before DPO: `train` with `stage: sft`, the same arguments and result. Data:
+    TRL's SFT formats (prompt/completion, `messages`, `text`) or preference data (its chosen responses); the loss
+    covers completion tokens only unless `sft.completion_only_loss` is false. Point a later `train`'s
+    `model.name_or_path` at the run folder to start DPO from it, with it as the reference."""
+    items = overrides if isinstance(overrides, dict) else {}
+    extra = [] if isinstance(overrides, dict) else list(overrides or [])
+    merged: Overrides = {**items, "stage": "sft"} if isinstance(overrides, dict) or overrides is None else [*extra, "stage=sft"]
+    return train(config, overrides=merged, **kwargs)

@@ -27,6 +27,14 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("config", nargs="?", help="YAML config (defaults when omitted)")
     train.add_argument("overrides", nargs="*", help="KEY=VALUE overrides")
 
+    sft = sub.add_parser("sft", help="supervised fine-tuning (the stage before DPO) on SFT data or preference data's chosen responses",
+                         formatter_class=argparse.RawDescriptionHelpFormatter,
+                         description="Fine-tune on completions: TRL's SFT formats (prompt/completion, messages, text) or the chosen responses of "
+                         "preference data. Same config keys as train (stage is set to sft); point a later `preftune train`'s "
+                         "model.name_or_path at this run's folder to start DPO from it.", epilog=TRAIN_EPILOG)
+    sft.add_argument("config", nargs="?", help="YAML config (defaults when omitted)")
+    sft.add_argument("overrides", nargs="*", help="KEY=VALUE overrides")
+
     pre = sub.add_parser("precompute-ref", help="compute and cache reference log-probs for a config's data, then exit")
     pre.add_argument("config", nargs="?")
     pre.add_argument("overrides", nargs="*")
@@ -82,7 +90,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if extra:  # positionals given after options (data inspect FILE --model M data.x=y)
         if args.command == "data":
             args.paths += extra
-        elif args.command in ("train", "precompute-ref", "iterate", "eval") and not any(e.startswith("-") for e in extra):
+        elif args.command in ("train", "sft", "precompute-ref", "iterate", "eval") and not any(e.startswith("-") for e in extra):
             args.overrides += extra
         else:
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
@@ -104,7 +112,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 SUMMARY_KEYS = ("eval/rewards/accuracies", "eval/rewards/margins", "eval/rewards/chosen", "eval/rewards/rejected", "eval/logps/chosen",
-                "eval/logps/rejected", "eval/loss")
+                "eval/logps/rejected", "eval/loss", "eval/mean_token_accuracy", "eval/perplexity")
 
 
 class SummaryTable:
@@ -133,7 +141,8 @@ class SummaryTable:
 def cmd_train(args: argparse.Namespace) -> int:
     from . import api
 
-    result = api.train(args.config, overrides=args.overrides, callbacks=[SummaryTable()], catch_interrupt=True)
+    run = api.sft if args.command == "sft" else api.train
+    result = run(args.config, overrides=args.overrides, callbacks=[SummaryTable()], catch_interrupt=True)
     if "report" in result.paths:
         print(f"report: {result.paths['report']}", file=sys.stderr)
     return 130 if result.interrupted else 0
@@ -257,7 +266,7 @@ def cmd_iterate(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"export": cmd_export, "eval": cmd_eval, "iterate": cmd_iterate, "report": cmd_report, "train": cmd_train, "precompute-ref": cmd_precompute, "data": cmd_data, "losses": cmd_losses}
+COMMANDS = {"sft": cmd_train, "export": cmd_export, "eval": cmd_eval, "iterate": cmd_iterate, "report": cmd_report, "train": cmd_train, "precompute-ref": cmd_precompute, "data": cmd_data, "losses": cmd_losses}
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -73,13 +73,15 @@ class DataConfig(Section):
                             on_error=self.on_error, builtin_size=self.builtin_size, builtin_seed=self.builtin_seed,
                             filters=FilterSettings(f.drop_near_identical, f.drop_duplicates, f.min_confidence, f.max_prompt_chars, f.max_response_chars))
 
-    def tokenize_settings(self) -> TokenizeSettings:
-        return TokenizeSettings(self.chat_template, self.max_length, self.max_prompt_length)
+    def tokenize_settings(self, completion_only: bool = True) -> TokenizeSettings:
+        return TokenizeSettings(self.chat_template, self.max_length, self.max_prompt_length, completion_only)
 
-    def settings(self, train: Sources | None = None, eval: Sources | None = None) -> DataSettings:
+    def settings(self, train: Sources | None = None, eval: Sources | None = None, stage: str = "preference",
+                 completion_only: bool = True) -> DataSettings:
         """Everything data preparation needs; `train` / `eval` replace this section's sources (records from Python)."""
         return DataSettings(train=self.train if train is None else train, eval=self.eval if eval is None else eval, load=self.load_settings(),
-                            tokenize=self.tokenize_settings(), eval_fraction=self.eval_fraction, num_proc=self.num_proc, cache_dir=self.cache_dir)
+                            tokenize=self.tokenize_settings(completion_only), eval_fraction=self.eval_fraction, num_proc=self.num_proc,
+                            cache_dir=self.cache_dir, stage=stage)
 
     @field_validator("format")
     @classmethod
@@ -227,7 +229,13 @@ class IterateConfig(Section):
     seed: int = Field(0, description="seed of prompt order and builtin questions")
 
 
+class SFTConfig(Section):
+    completion_only_loss: bool = Field(True, description="loss on completion tokens only (false: on every token after the first, prompt included)")
+
+
 class RunConfig(Section):
+    stage: Literal["preference", "sft"] = Field("preference", description="preference (DPO and its family) or sft; `preftune sft` sets sft")
+    sft: SFTConfig = Field(default_factory=SFTConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     diagnostics: DiagnosticsConfig = Field(default_factory=DiagnosticsConfig)
     reference: ReferenceConfig = Field(default_factory=ReferenceConfig)
@@ -241,8 +249,14 @@ class RunConfig(Section):
     generation: GenerationConfig = Field(default_factory=GenerationConfig)
     iterate: IterateConfig = Field(default_factory=IterateConfig)
 
+    def data_settings(self, train: Sources | None = None, eval: Sources | None = None) -> DataSettings:
+        """The data section's settings for this run's stage."""
+        return self.data.settings(train, eval, self.stage, self.sft.completion_only_loss)
+
     @model_validator(mode="after")
     def _reference_fits_loss(self) -> "RunConfig":
+        if self.stage == "sft":
+            return self  # SFT has no reference and no preference loss
         if self.reference.strategy == "adapter_disabled" and not self.model.lora.enabled:
             raise ValueError("reference.strategy adapter_disabled needs model.lora.enabled: true")
         if self.reference.strategy == "none" and self.loss.uses_reference():

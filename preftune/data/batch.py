@@ -168,7 +168,7 @@ def collate_shared(pairs: Sequence[TokenizedPair], indices: Sequence[int], pad_i
             part[r, start + lp:start + lp + lc], part[r, start + lp + lc:end] = 1, 2
             p_last = start + lp - 1
             rows += [r] * (lc + lr)
-            cols += [p_last, *range(start + lp, start + lp + lc - 1), p_last, *range(start + lp + lc, start + lp + lc + lr - 1)]
+            cols += [p_last, *range(start + lp, start + lp + lc - 1)] + ([p_last, *range(start + lp + lc, start + lp + lc + lr - 1)] if lr else [])
             labels += c + j
             seq += [i] * lc + [b + i] * lr
             start = end

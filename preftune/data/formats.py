@@ -9,8 +9,11 @@ from .problems import Problem
 from .readers import RawRecord
 from .records import Message, PreferencePair, Text, UnpairedExample
 
-Format = Literal["standard", "implicit_prompt", "conversational", "conversational_implicit_prompt", "unpaired"]
-FORMATS: tuple[str, ...] = ("standard", "implicit_prompt", "conversational", "conversational_implicit_prompt", "unpaired")
+Format = Literal["standard", "implicit_prompt", "conversational", "conversational_implicit_prompt", "unpaired", "prompt_completion", "messages",
+                 "text"]
+FORMATS: tuple[str, ...] = ("standard", "implicit_prompt", "conversational", "conversational_implicit_prompt", "unpaired", "prompt_completion",
+                            "messages", "text")
+SFT_FORMATS: tuple[str, ...] = ("prompt_completion", "messages", "text")  # TRL's SFT formats: one desirable completion each
 DEFAULT_TURN_BOUNDARY = "\n\nAssistant:"
 
 
@@ -30,6 +33,12 @@ def detect_format(data: dict[str, Any]) -> Format | None:
     if "completion" in data and "label" in data:
         return "unpaired"
     if "chosen" not in data or "rejected" not in data:
+        if "prompt" in data and "completion" in data:
+            return "prompt_completion"
+        if "messages" in data:
+            return "messages"
+        if "text" in data:
+            return "text"
         return None
     conversational = isinstance(data["chosen"], list)
     if "prompt" in data:
@@ -42,6 +51,8 @@ def normalize(rec: RawRecord, fmt: Format, turn_boundary: str = DEFAULT_TURN_BOU
     data = rec.data
     if fmt == "unpaired":
         return _unpaired(data, f"{rec.source}:{rec.line}")
+    if fmt in SFT_FORMATS:
+        return _sft(data, fmt, f"{rec.source}:{rec.line}")
     conversational = fmt.startswith("conversational")
     needed = ("chosen", "rejected") + (("prompt",) if fmt in ("standard", "conversational") else ())
     for name in needed:
@@ -106,6 +117,27 @@ def _unpaired(data: dict[str, Any], where: str) -> UnpairedExample:
     extra.pop("score_rejected", None)
     extra.pop("confidence", None)
     return UnpairedExample(prompt, completion, label, source=where, **extra)
+
+
+def _sft(data: dict[str, Any], fmt: str, where: str) -> UnpairedExample:
+    """A TRL SFT record as a desirable completion: prompt/completion, a `messages` conversation (the last message, an
+    assistant's, is the completion), or plain `text` (all of it is the completion)."""
+    needed = {"prompt_completion": ("prompt", "completion"), "messages": ("messages",), "text": ("text",)}[fmt]
+    for name in needed:
+        if name not in data:
+            raise RecordError("missing field", name, f"keys are {sorted(data)}", f"add '{name}' (format detected: {fmt})")
+    extra = {k: v for k, v in _optional(data).items() if k in ("id", "weight")}
+    if fmt == "text":
+        return UnpairedExample("", _text(data["text"], "text", False), True, source=where, **extra)
+    if fmt == "messages":
+        messages = _text(data["messages"], "messages", True)
+        if messages[-1]["role"] != "assistant" or len(messages) < 2:
+            raise RecordError("no completion", "messages", f"the last message is from {messages[-1]['role']!r}" if len(messages) > 1 else "a single message",
+                              "end each conversation with the assistant's reply (the completion trained on), after at least one other message")
+        return UnpairedExample(messages[:-1], [messages[-1]], True, source=where, **extra)
+    conversational = isinstance(data["completion"], list)
+    prompt = _text(data["prompt"], "prompt", conversational, allow_empty=not conversational)
+    return UnpairedExample(prompt, _text(data["completion"], "completion", conversational), True, source=where, **extra)
 
 
 def _text(value: Any, field: str, conversational: bool, allow_empty: bool = False) -> Text:

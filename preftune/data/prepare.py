@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import logging
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from ..errors import DataError
 from .cache import tokenize_examples
 from .filters import Example
+from .formats import SFT_FORMATS
+from .records import PreferencePair, UnpairedExample
 from .pipeline import LoadedData, LoadSettings, Sources, load_examples
 from .tokenize import TokenizedPair, TokenizeSettings
 
@@ -38,6 +40,31 @@ class DataSettings:
     eval_fraction: float
     num_proc: int
     cache_dir: str | None
+    stage: str = "preference"  # or "sft": every example becomes one desirable completion (a pair's chosen response)
+
+
+def for_stage(loaded: LoadedData, stage: str, sources: Sources) -> LoadedData:
+    """The examples a stage trains on: preference pairs for DPO and its family (unpaired or SFT data refused, naming
+    the fix); for SFT, desirable completions: a pair's chosen response, an unpaired example labelled true."""
+    if stage == "preference":
+        if loaded.format in ("unpaired", *SFT_FORMATS):
+            raise DataError(f"{sources}: {loaded.format} data holds single completions, not preference pairs. Fix: train on it with "
+                            "`preftune sft`, or give pairs with prompt, chosen and rejected.")
+        return loaded
+    kept: list[Example] = []
+    undesirable = 0
+    for ex in loaded.examples:
+        if isinstance(ex, PreferencePair):
+            kept.append(UnpairedExample(ex.prompt, ex.chosen, True, ex.source, ex.id, ex.weight))
+        elif ex.label:
+            kept.append(ex)
+        else:
+            undesirable += 1
+    if undesirable:
+        logger.info("data: %d completion(s) labelled undesirable are not used by SFT", undesirable)
+    if not kept:
+        raise DataError(f"{sources}: no desirable completions to train on. Fix: give SFT data (text, messages, prompt/completion) or preference pairs.")
+    return replace(loaded, examples=kept, removed={**loaded.removed, **({"undesirable (SFT)": undesirable} if undesirable else {})})
 
 
 def split_examples(loaded: LoadedData, eval_fraction: float, seed: int) -> tuple[list[Example], list[Example]]:
@@ -67,10 +94,10 @@ def tokenize_split(examples: list[Example], tokenizer: Any, settings: DataSettin
 
 def prepare_data(settings: DataSettings, tokenizer: Any, seed: int) -> tuple[TokenizedSplit, TokenizedSplit | None, LoadedData]:
     """Load, hold out (when no eval data is named) and tokenize; returns (train, eval or None, train load report)."""
-    loaded = load_examples(settings.train, settings.load)
+    loaded = for_stage(load_examples(settings.train, settings.load), settings.stage, settings.train)
     if settings.eval is not None:
         train_ex = loaded.examples
-        eval_ex = load_examples(settings.eval, settings.load).examples
+        eval_ex = for_stage(load_examples(settings.eval, settings.load), settings.stage, settings.eval).examples
     else:
         train_ex, eval_ex = split_examples(loaded, settings.eval_fraction, seed)
         if eval_ex:

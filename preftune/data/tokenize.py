@@ -19,9 +19,10 @@ class TokenizeSettings:
     chat_template: ChatTemplateMode
     max_length: int | None
     max_prompt_length: int | None
+    completion_only: bool = True  # SFT: the loss covers the completion only (False: every token after the first)
 
     def key(self) -> str:
-        return f"{self.chat_template}|{self.max_length}|{self.max_prompt_length}"
+        return f"{self.chat_template}|{self.max_length}|{self.max_prompt_length}|{self.completion_only}"
 
 
 @dataclass(frozen=True)
@@ -92,10 +93,20 @@ class PairTokenizer:
         return ([self.bos] if keep_bos else []) + prompt[len(prompt) - (limit - int(keep_bos)):]
 
     def unpaired(self, ex: UnpairedExample) -> TokenizedPair | None:
-        """An unpaired example as a pair whose `rejected` is empty (KTO batches use `chosen` only)."""
+        """An unpaired example (or an SFT completion) as a pair whose `rejected` is empty. An empty prompt (plain text)
+        lends the completion's first token, which nothing predicts; with `completion_only` off, every token after the
+        first counts as completion."""
         pair = PreferencePair(ex.prompt, ex.completion, ex.completion if isinstance(ex.completion, str) else list(ex.completion), weight=ex.weight)
         out = self(pair)
-        return None if out is None else TokenizedPair(out.prompt, out.chosen, [], out.weight)
+        if out is None:
+            return None
+        prompt, completion = out.prompt, out.chosen
+        if not self.settings.completion_only or not prompt:
+            prompt, completion = (prompt + completion)[:1], (prompt + completion)[1:]
+        if not completion:
+            self.counts["dropped: empty response after tokenization"] += 1
+            return None
+        return TokenizedPair(prompt, completion, [], out.weight)
 
     def _use_template(self, conversational: bool) -> bool:
         mode = self.settings.chat_template

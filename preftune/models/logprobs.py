@@ -22,6 +22,7 @@ class SequenceLogps:
 
     logps: torch.Tensor
     mean_logits: torch.Tensor
+    top1: torch.Tensor | None = None  # (2B,) response tokens whose label is the most likely token (when asked for)
 
     def chosen(self, b: int) -> torch.Tensor:
         return self.logps[:b]
@@ -42,60 +43,68 @@ def decoder_and_head(model: torch.nn.Module) -> tuple[torch.nn.Module, torch.nn.
     return decoder, head
 
 
-def _chunk_logps(hidden: torch.Tensor, labels: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+def _chunk_logps(hidden: torch.Tensor, labels: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+                 top1: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     logits = torch.nn.functional.linear(hidden, weight, bias).float()
     logp = logits.log_softmax(-1).gather(-1, labels.unsqueeze(-1)).squeeze(-1)
-    return logp, logits.mean(-1)
+    hit = (logits.argmax(-1) == labels).float() if top1 else logp.new_zeros(0)
+    return logp, logits.mean(-1), hit
 
 
-def token_logps(hidden: torch.Tensor, labels: torch.Tensor, head: torch.nn.Module, chunk: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """log p(label) and the mean logit at each of T positions, running the head over `chunk` positions at a time."""
+def token_logps(hidden: torch.Tensor, labels: torch.Tensor, head: torch.nn.Module, chunk: int,
+                top1: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """log p(label), the mean logit and (with `top1`) whether the label is the argmax, at each of T positions,
+    running the head over `chunk` positions at a time."""
     weight, bias = head.weight, getattr(head, "bias", None)
-    parts_lp, parts_ml = [], []
+    parts_lp, parts_ml, parts_hit = [], [], []
     recompute = torch.is_grad_enabled() and hidden.shape[0] > chunk
     for start in range(0, hidden.shape[0], chunk):
         h, y = hidden[start:start + chunk], labels[start:start + chunk]
         if recompute:
-            lp, ml = checkpoint(_chunk_logps, h, y, weight, bias, use_reentrant=False)
+            lp, ml, hit = checkpoint(_chunk_logps, h, y, weight, bias, top1, use_reentrant=False)
         else:
-            lp, ml = _chunk_logps(h, y, weight, bias)
+            lp, ml, hit = _chunk_logps(h, y, weight, bias, top1)
         parts_lp.append(lp)
         parts_ml.append(ml.detach())
-    return torch.cat(parts_lp), torch.cat(parts_ml)
+        parts_hit.append(hit.detach())
+    return torch.cat(parts_lp), torch.cat(parts_ml), torch.cat(parts_hit)
 
 
-def sequence_logps(model: torch.nn.Module, batch: PreferenceBatch, chunk: int = 1024) -> SequenceLogps:
-    """Summed log πθ(response | prompt) for each of the batch's 2B sequence slots."""
+def sequence_logps(model: torch.nn.Module, batch: PreferenceBatch, chunk: int = 1024, top1: bool = False) -> SequenceLogps:
+    """Summed log πθ(response | prompt) for each of the batch's 2B sequence slots (and, with `top1`, how many of each
+    slot's tokens are the model's most likely token)."""
     decoder, head = decoder_and_head(model)
     mask = flex_block_mask(batch) if uses_flex(decoder) else batch.attention_mask
     out = decoder(input_ids=batch.input_ids, attention_mask=mask, position_ids=batch.position_ids, use_cache=False)
     hidden = out.last_hidden_state[batch.rows, batch.cols]
-    lp, ml = token_logps(hidden, batch.labels, head, chunk)
+    lp, ml, hit = token_logps(hidden, batch.labels, head, chunk, top1)
     slots = 2 * batch.num_pairs
     sums = torch.zeros(slots, dtype=lp.dtype, device=lp.device).index_add(0, batch.seq, lp)
     counts = batch.lengths.clamp(min=1).to(ml.dtype)
     mean_logits = torch.zeros(slots, dtype=ml.dtype, device=ml.device).index_add(0, batch.seq, ml) / counts
-    return SequenceLogps(sums, mean_logits)
+    hits = torch.zeros(slots, dtype=hit.dtype, device=hit.device).index_add(0, batch.seq, hit) if top1 else None
+    return SequenceLogps(sums, mean_logits, hits)
 
 
 class LogpsModel(torch.nn.Module):
     """A causal LM whose forward gives the summed response log-probs of a `PreferenceBatch`. Training wraps the policy in
     this before `accelerator.prepare`, so DDP / FSDP see the forward pass and their gradient hooks run."""
 
-    def __init__(self, model: torch.nn.Module, chunk: int = 1024):
+    def __init__(self, model: torch.nn.Module, chunk: int = 1024, top1: bool = False):
         super().__init__()
         self.model = model
         self.chunk = chunk
+        self.top1 = top1
 
-    def forward(self, batch: PreferenceBatch) -> tuple[torch.Tensor, torch.Tensor]:
-        out = sequence_logps(self.model, batch, self.chunk)
-        return out.logps, out.mean_logits
+    def forward(self, batch: PreferenceBatch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        out = sequence_logps(self.model, batch, self.chunk, self.top1)
+        return out.logps, out.mean_logits, out.logps.new_zeros(0) if out.top1 is None else out.top1
 
 
 def policy_logps(model: torch.nn.Module, batch: PreferenceBatch, chunk: int = 1024) -> SequenceLogps:
     """`sequence_logps` of a plain model, or the forward of a (prepared) `LogpsModel`."""
     inner = getattr(model, "module", model)
     if isinstance(inner, LogpsModel):
-        sums, mean_logits = model(batch)
-        return SequenceLogps(sums, mean_logits)
+        sums, mean_logits, hits = model(batch)
+        return SequenceLogps(sums, mean_logits, hits if inner.top1 else None)
     return sequence_logps(model, batch, chunk)

@@ -15,7 +15,6 @@ from .callbacks import Callbacks, Metrics, TrainResult
 from .metrics import MetricAccumulator
 from .outputs import save_outputs
 from .progress import TrainProgress
-from .scoring import loss_on_batch
 from .setup import Run
 
 
@@ -99,7 +98,7 @@ def optimizer_step(run: Run) -> Metrics:
         ctx = accelerator.no_sync(run.policy) if (not last and accelerator.num_processes > 1) else contextlib.nullcontext()
         with ctx:
             with accelerator.autocast():  # the reference's forward too runs in the run's mixed precision
-                loss, values = loss_on_batch(run.policy, batch, run.ref_train, run.loss, run.cfg.train.logits_chunk)
+                loss, values = run.objective(run.policy, batch, run.ref_train, run.loss, run.cfg.train.logits_chunk)
             nonfinite = not bool(torch.isfinite(loss.detach()).all())
             if run.any_process(nonfinite)[0]:
                 indices += run.stream.skip(grad_accum - micro - 1)  # the rest of the step's batches go with it
@@ -118,7 +117,7 @@ def optimizer_step(run: Run) -> Metrics:
     run.optimizer.step()
     run.scheduler.step()
     run.optimizer.zero_grad(set_to_none=True)
-    return acc.reduce(run.gather, count_key="num_pairs") | {"grad_norm": grad_norm, "learning_rate": lr}
+    return run.summarize(acc.reduce(run.gather, count_key="num_pairs")) | {"grad_norm": grad_norm, "learning_rate": lr}
 
 
 def skip_step(run: Run, e: NonFiniteLoss) -> str:

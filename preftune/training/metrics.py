@@ -26,6 +26,9 @@ def drift_values(chosen_logratios: torch.Tensor, rejected_logratios: torch.Tenso
     return 0.5 * (chosen_logratios.abs() + rejected_logratios.abs()).float()
 
 
+SUM = "sum/"
+
+
 def _sum_dtype(device: torch.device) -> torch.dtype:
     return torch.float32 if device.type == "mps" else torch.float64  # MPS has no float64
 
@@ -46,9 +49,13 @@ class MetricAccumulator:
         into[key] = into[key] + s if key in into else s
 
     def add(self, values: dict[str, torch.Tensor], keep: tuple[str, ...] = ()) -> None:
-        """Add one micro-batch's per-pair values (each (B,)); keeps the values of `keep` per pair (on their device)."""
+        """Add one micro-batch's per-pair values (each (B,)); keeps the values of `keep` per pair (on their device).
+        Values named `sum/...` are totals (token counts, say), reported as their sum rather than their mean."""
         n = 0
         for k, v in values.items():
+            if k.startswith(SUM):
+                self.add_total(k, v)
+                continue
             self._add(self.sums, k, v)
             n = v.numel()
             if k in keep:

@@ -26,8 +26,12 @@ class TrainProgress:
         self.bar.__exit__(*exc)
 
     def update(self, step: int, m: dict[str, float]) -> None:
-        stats = (f"loss {m.get('loss', float('nan')):.4f}  acc {m.get('rewards/accuracies', float('nan')):.2f}  "
-                 f"margin {m.get('rewards/margins', float('nan')):+.3f}  {m.get('pairs_per_second', 0):.1f} pairs/s")
+        if "mean_token_accuracy" in m:  # SFT
+            stats = (f"loss {m['loss']:.4f}  token acc {m['mean_token_accuracy']:.3f}  ppl {m.get('perplexity', float('nan')):.2f}  "
+                     f"{m.get('pairs_per_second', 0):.1f} examples/s")
+        else:
+            stats = (f"loss {m.get('loss', float('nan')):.4f}  acc {m.get('rewards/accuracies', float('nan')):.2f}  "
+                     f"margin {m.get('rewards/margins', float('nan')):+.3f}  {m.get('pairs_per_second', 0):.1f} pairs/s")
         self.bar.update(self.task, completed=step, stats=stats)
         if self.enabled and not self.live:
             print(f"step {step}/{self.total}  {stats}", file=sys.stderr, flush=True)

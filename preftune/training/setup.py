@@ -32,7 +32,8 @@ from .diagnostics import Diagnostics
 from .outputs import load_trainable, save_trainable, write_config
 from .reference import (AdapterDisabledReference, NoReference, PrecomputedReference, Reference, SeparateReference, StartAdapterReference,
                         add_frozen_start_adapter, model_fingerprint, pairs_fingerprint, precompute)
-from .scoring import LossFunction, loss_on_batch, score
+from . import scoring, sft
+from .scoring import LossFunction, score
 from .tracking import MetricsFile, flat_config, tracker_setup
 
 logger = logging.getLogger("preftune.training")
@@ -71,6 +72,8 @@ def resolve_strategy(cfg: RunConfig, lora: bool | None = None) -> str:
     """The reference strategy `auto` stands for; `lora` says whether the policy is an adapter (default: the config's)."""
     lora = cfg.model.lora.enabled if lora is None else lora
     strategy = cfg.reference.strategy
+    if cfg.stage == "sft":
+        return "none"  # SFT compares with no reference
     if strategy == "auto":
         if not cfg.loss.uses_reference():
             return "none"
@@ -195,7 +198,7 @@ def setup_data(cfg: RunConfig, accelerator: Any, tokenizer: Any = None, train: S
         tokenizer = load_tokenizer(cfg.model.name_or_path, cfg.model.trust_remote_code)
     elif tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
-    train_split, eval_split, loaded = prepare_data(cfg.data.settings(train, eval), tokenizer, cfg.train.seed)
+    train_split, eval_split, loaded = prepare_data(cfg.data_settings(train, eval), tokenizer, cfg.train.seed)
     layout = "packed" if cfg.train.layout == "auto" else cfg.train.layout  # fastest on CPU: bench/layouts.py
     common = dict(pad_id=tokenizer.pad_token_id, rank=accelerator.process_index, world=accelerator.num_processes,
                   device=accelerator.device, layout=layout, pack_tokens=cfg.train.pack_tokens)
@@ -258,6 +261,8 @@ class Run:
     resumed: bool
     folder: RunFolder
     diagnostics: Diagnostics
+    objective: Any  # (model, batch, reference, loss, chunk) -> (loss, per-pair values): the preference loss or SFT's NLL
+    summarize: Any  # the step's reduced values -> its metrics (SFT: token-mean loss and accuracy)
     history: list[dict[str, Any]] = field(default_factory=list)
     started: float = field(default_factory=time.time)
 
@@ -283,14 +288,15 @@ class Run:
         assert self.data.eval is not None
         was_training = self.policy.training
         self.policy.eval()
-        values = lambda b: loss_on_batch(self.policy, b, self.ref_eval, self.loss, self.cfg.train.logits_chunk)[1]  # noqa: E731
-        means, per_pair = score(self.data.eval.epoch(0), values, EVAL_KEEP, self.accelerator.autocast, self.gather)
+        values = lambda b: self.objective(self.policy, b, self.ref_eval, self.loss, self.cfg.train.logits_chunk)[1]  # noqa: E731
+        keep = EVAL_KEEP if self.cfg.stage == "preference" else ()
+        means, per_pair = score(self.data.eval.epoch(0), values, keep, self.accelerator.autocast, self.gather)
         if was_training:
             self.policy.train()
-        ev = {f"eval/{k}": v for k, v in means.items()}
+        ev = {f"eval/{k}": v for k, v in self.summarize(means).items()}
         lists = {k: v.tolist() for k, v in per_pair.items()}
         ev |= self.diagnostics.observe_eval(self.state.step, ev, lists.get(EVAL_KEEP[0], []), lists.get(EVAL_KEEP[1], []))
-        if self.folder.path is not None and self.data.eval_split is not None:
+        if self.folder.path is not None and self.data.eval_split is not None and keep:
             write_jsonl(self.folder.path / EVAL_PAIRS, eval_pair_records(self.data.eval_split, lists, self.state.step))
         return ev
 
@@ -381,7 +387,7 @@ def setup_run(cfg: RunConfig, model: torch.nn.Module | None = None, tokenizer: A
     logger.info("reference strategy: %s", strategy)
 
     optimizer, scheduler = make_optimizer(policy, cfg, total_steps, sharded=accelerator.distributed_type in ("FSDP", "DEEPSPEED"))
-    prepared, optimizer = accelerator.prepare(LogpsModel(policy, cfg.train.logits_chunk), optimizer)
+    prepared, optimizer = accelerator.prepare(LogpsModel(policy, cfg.train.logits_chunk, top1=cfg.stage == "sft"), optimizer)
     prepared.train()
 
     state = TrainState()
@@ -396,9 +402,12 @@ def setup_run(cfg: RunConfig, model: torch.nn.Module | None = None, tokenizer: A
     if folder.path is not None:
         write_config(cfg, folder.path / CONFIG)
         folder.write(DATA_SUMMARY, data_summary(data.train_split, data.eval_split, data.loaded))
+    sft_stage = cfg.stage == "sft"
+    diagnostics = cfg.diagnostics.model_copy(update={"enabled": False}) if sft_stage else cfg.diagnostics  # DPO's failure modes only
     return Run(cfg, accelerator, data, policy, prepared, ref_train, ref_eval, strategy, LossFunction.from_config(cfg.loss), optimizer, scheduler,
                BatchStream(data.train, state.epoch, state.batch_in_epoch), state, total_steps, resume_dir is not None, folder,
-               Diagnostics(cfg.diagnostics, cfg.loss.resolved_beta()))
+               Diagnostics(diagnostics, cfg.loss.resolved_beta()), sft.sft_on_batch if sft_stage else scoring.loss_on_batch,
+               sft.summarize if sft_stage else dict)
 
 
 def precompute_reference(cfg: RunConfig) -> Path:

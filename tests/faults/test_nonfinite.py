@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-import preftune.training.loop as loop
+import preftune.training.scoring as scoring
 from preftune.training.checkpoint import list_checkpoints
 from preftune.training.loop import NonFiniteLoss
 from preftune.training.run import train
@@ -20,7 +20,7 @@ POISONED = 9  # data-set position of the pair whose loss turns NaN
 @pytest.fixture
 def poison(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """Make the loss NaN on any batch holding pair POISONED; returns the list of steps where it happened."""
-    real = loop.loss_on_batch
+    real = scoring.loss_on_batch
     seen: list[int] = []
 
     def poisoned(model, batch, *args, **kwargs):
@@ -30,7 +30,7 @@ def poison(monkeypatch: pytest.MonkeyPatch) -> list[int]:
             return loss * float("nan"), values
         return loss, values
 
-    monkeypatch.setattr(loop, "loss_on_batch", poisoned)
+    monkeypatch.setattr(scoring, "loss_on_batch", poisoned)
     return seen
 
 
@@ -52,8 +52,8 @@ def test_stop_keeps_the_last_checkpoint_and_names_the_batch(tmp_path: Path, tiny
 
 
 def test_skip_gives_up_after_max_skipped_steps(tmp_path: Path, tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    real = loop.loss_on_batch
-    monkeypatch.setattr(loop, "loss_on_batch", lambda *a, **k: (lambda lv: (lv[0] * float("inf"), lv[1]))(real(*a, **k)))
+    real = scoring.loss_on_batch
+    monkeypatch.setattr(scoring, "loss_on_batch", lambda *a, **k: (lambda lv: (lv[0] * float("inf"), lv[1]))(real(*a, **k)))
     cfg = tiny_config(tmp_path, tiny_model_dir, "train.on_nonfinite=skip", "train.max_skipped_steps=2")
     with pytest.raises(NonFiniteLoss, match=r"2 steps were skipped already \(train.max_skipped_steps\)"):
         train(cfg, show_progress=False)
