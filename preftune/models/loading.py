@@ -74,6 +74,7 @@ def load_model(cfg: ModelConfig, name_or_path: str | None = None, trainable: boo
         adapter = Path(path, ADAPTER_CONFIG)
         if adapter.exists():  # an adapter folder (an SFT run's LoRA, say) stands for its base with the adapter merged in
             model = load_adapter_merged(path, adapter, cfg, kwargs)
+            model.name_or_path = model.config._name_or_path = path  # an adapter trained on it names this as its base, not the bare base
         else:
             model = AutoModelForCausalLM.from_pretrained(path, attn_implementation=IMPLEMENTATIONS[cfg.attention], **kwargs)
     except (OSError, ValueError) as e:

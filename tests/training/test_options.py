@@ -115,4 +115,8 @@ def test_a_run_folder_as_the_start_model_is_that_runs_trained_model_and_referenc
     second = train(tiny_config(tmp_path, tiny_model_dir, f"model.name_or_path={first.output_dir}", f"model.lora.enabled={str(lora).lower()}",
                                f"data.eval={held}", "train.max_steps=1", name="second"), show_progress=False)
     assert second.before["eval/logps/chosen"] == pytest.approx(first.after["eval/logps/chosen"], rel=1e-5)
+    import preftune
+
+    again = preftune.evaluate(second.output_dir, str(held))["preference"]  # its saved model names the right base (the first run's model)
+    assert again["logps/chosen"] == pytest.approx(second.after["eval/logps/chosen"], rel=1e-5)
     assert second.before["eval/rewards/margins"] == 0.0 and second.history[1]["loss"] == pytest.approx(0.6931471805599453, abs=1e-6)
