@@ -69,8 +69,9 @@ def fit(run: Run, callbacks: Callbacks, interrupted: Callable[[], bool] = lambda
             if interrupt:
                 if not logged:
                     run.log(metrics)  # the step it stops at is always logged
-                callbacks.save(run.checkpoint())
-                bar.message(f"interrupted after step {state.step}: checkpoint saved; resume with resume_from=auto")
+                saved = run.checkpoint()
+                callbacks.save(saved)
+                bar.message(f"interrupted: checkpoint {saved} saved; resume with resume_from=auto")
                 return finish(run, callbacks, before, after, last, "interrupted")
             if asked and stop_reason is None:
                 stop_reason = "callback"

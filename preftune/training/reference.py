@@ -34,7 +34,23 @@ class Reference(Protocol):
         ...
 
 
-class SeparateReference:
+class ModelReference:
+    """A reference that is a model: its log-probs are the model's, taken inside `as_model` (which subclasses define)."""
+
+    name = "model"
+    chunk: int
+
+    @torch.no_grad()
+    def logps(self, batch: PreferenceBatch) -> tuple[torch.Tensor, torch.Tensor]:
+        with self.as_model() as model:
+            s = sequence_logps(model, batch, self.chunk)
+        return s.chosen(batch.num_pairs), s.rejected(batch.num_pairs)
+
+    def as_model(self) -> contextlib.AbstractContextManager[torch.nn.Module]:
+        raise NotImplementedError
+
+
+class SeparateReference(ModelReference):
     """A frozen copy of the model (by default the policy's starting checkpoint)."""
 
     name = "separate"
@@ -42,29 +58,18 @@ class SeparateReference:
     def __init__(self, model: torch.nn.Module, chunk: int):
         self.model, self.chunk = model, chunk
 
-    @torch.no_grad()
-    def logps(self, batch: PreferenceBatch) -> tuple[torch.Tensor, torch.Tensor]:
-        s = sequence_logps(self.model, batch, self.chunk)
-        return s.chosen(batch.num_pairs), s.rejected(batch.num_pairs)
-
     @contextlib.contextmanager
     def as_model(self) -> Iterator[torch.nn.Module]:
         yield self.model
 
 
-class AdapterDisabledReference:
+class AdapterDisabledReference(ModelReference):
     """The LoRA policy with its adapter switched off: the base weights, with no second copy in memory."""
 
     name = "adapter_disabled"
 
     def __init__(self, policy: torch.nn.Module, chunk: int, unwrap: Callable[[torch.nn.Module], torch.nn.Module] = lambda m: m):
         self.policy, self.chunk, self.unwrap = policy, chunk, unwrap
-
-    @torch.no_grad()
-    def logps(self, batch: PreferenceBatch) -> tuple[torch.Tensor, torch.Tensor]:
-        with self.as_model() as model:
-            s = sequence_logps(model, batch, self.chunk)
-        return s.chosen(batch.num_pairs), s.rejected(batch.num_pairs)
 
     @contextlib.contextmanager
     def as_model(self) -> Iterator[torch.nn.Module]:
@@ -76,20 +81,11 @@ class AdapterDisabledReference:
 REFERENCE_ADAPTER = "reference"
 
 
-class StartAdapterReference:
+class StartAdapterReference(AdapterDisabledReference):
     """The LoRA policy with a frozen copy of the adapter it started from (`REFERENCE_ADAPTER`) active instead of the
     trained one: the SFT model a continued adapter came from, with no second copy of the base weights."""
 
     name = "start_adapter"
-
-    def __init__(self, policy: torch.nn.Module, chunk: int, unwrap: Callable[[torch.nn.Module], torch.nn.Module] = lambda m: m):
-        self.policy, self.chunk, self.unwrap = policy, chunk, unwrap
-
-    @torch.no_grad()
-    def logps(self, batch: PreferenceBatch) -> tuple[torch.Tensor, torch.Tensor]:
-        with self.as_model() as model:
-            s = sequence_logps(model, batch, self.chunk)
-        return s.chosen(batch.num_pairs), s.rejected(batch.num_pairs)
 
     @contextlib.contextmanager
     def as_model(self) -> Iterator[torch.nn.Module]:
