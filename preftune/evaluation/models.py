@@ -102,7 +102,7 @@ def load_eval_models(model: str, reference: str | None, dtype: str = "float32", 
         if reference is not None:
             ref, ref_name = SeparateReference(load_model(cfg, resolve_run_folder(reference).model, trainable=False).to(device), chunk), reference
         elif is_adapter:
-            ref, ref_name = AdapterDisabledReference(policy, chunk), "adapter disabled (the base model)"
+            ref, ref_name = AdapterDisabledReference(policy, chunk), f"adapter disabled (its base: {base_name})"
         elif found.start is not None:
             ref, ref_name = SeparateReference(load_model(cfg, found.start, trainable=False).to(device), chunk), found.start
     return EvalModels(tokenizer, policy, ref, model, ref_name)
