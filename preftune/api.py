@@ -13,6 +13,7 @@ from .config import Overrides, RunConfig, load_config
 from .data.pipeline import Sources
 from .data.readers import InMemoryRecords
 from .errors import ConfigError
+from .models.loading import is_peft
 from .training.callbacks import TrainResult
 
 _FROM_CONFIG: Any = object()
@@ -61,9 +62,8 @@ def train(config: ConfigLike = None, *, overrides: Overrides | None = None, mode
     if output_dir is not _FROM_CONFIG:
         cfg = cfg.model_copy(update={"output_dir": None if output_dir is None else str(output_dir)})
     if model is not None:
-        peft = hasattr(model, "peft_config") and hasattr(model, "disable_adapter")
         name = str(getattr(model, "name_or_path", "") or "model passed from Python")
-        updates = {"name_or_path": name} | ({"lora": cfg.model.lora.model_copy(update={"enabled": True})} if peft else {})
+        updates = {"name_or_path": name} | ({"lora": cfg.model.lora.model_copy(update={"enabled": True})} if is_peft(model) else {})
         cfg = cfg.model_copy(update={"model": cfg.model.model_copy(update=updates)})
         if tokenizer is None:
             raise ConfigError("preftune.train(model=...): pass its tokenizer too (tokenizer=...), so the data is tokenized as the model expects.")
@@ -106,7 +106,7 @@ def evaluate(model: str | Path | torch.nn.Module, data: DataLike, *, reference: 
         One JSON-ready dict: `preference`, and `generation` when asked for.
     """
     from .config import JudgeConfig
-    from .evaluation.models import EvalModels, load_eval_models, resolve_run_folder
+    from .evaluation.models import EvalModels, load_eval_models
     from .evaluation.run import EvalSettings, run_eval
     from .training.reference import AdapterDisabledReference, NoReference, SeparateReference
 
@@ -126,7 +126,6 @@ def evaluate(model: str | Path | torch.nn.Module, data: DataLike, *, reference: 
         if tokenizer.pad_token_id is None:
             tokenizer.pad_token = tokenizer.eos_token
         policy = model.to(device).eval()
-        peft = hasattr(model, "disable_adapter") and hasattr(model, "peft_config")
         if reference_free:
             ref, ref_name = NoReference(), None
         elif isinstance(reference, torch.nn.Module):
@@ -134,8 +133,9 @@ def evaluate(model: str | Path | torch.nn.Module, data: DataLike, *, reference: 
         elif reference is not None:
             loaded = load_eval_models(str(reference), None, cfg.model.dtype, device, reference_free=True, chunk=chunk)
             ref, ref_name = SeparateReference(loaded.policy, chunk), str(reference)
-        elif peft:
-            ref, ref_name = AdapterDisabledReference(policy, chunk), "adapter disabled (the base model)"
+        elif is_peft(model):
+            base_name = model.peft_config[model.active_adapter].base_model_name_or_path
+            ref, ref_name = AdapterDisabledReference(policy, chunk), f"adapter disabled (its base: {base_name})"
         else:
             ref, ref_name = NoReference(), None
         models = EvalModels(tokenizer, policy, ref, str(getattr(model, "name_or_path", "model passed from Python")), ref_name)
@@ -144,9 +144,9 @@ def evaluate(model: str | Path | torch.nn.Module, data: DataLike, *, reference: 
         if isinstance(reference, torch.nn.Module):
             raise ConfigError("preftune.evaluate: a loaded reference model needs a loaded policy model too (or pass both as paths).")
         models = load_eval_models(str(model), None if reference is None else str(reference), cfg.model.dtype, device, reference_free, chunk)
-        found = resolve_run_folder(str(model))
-        run_dir = found.run
-        loss_cfg = found.loss() or loss_cfg
+        assert models.source is not None
+        run_dir = models.source.run
+        loss_cfg = models.source.loss() or loss_cfg
     if output_dir is DEFAULT_EVAL_DIR:
         output_dir = run_dir / "eval" if run_dir is not None else Path("runs/eval")
     judge_cfg = JudgeConfig(name=judge) if isinstance(judge, str) else judge
@@ -163,7 +163,5 @@ def sft(config: ConfigLike = None, *, overrides: Overrides | None = None, **kwar
     TRL's SFT formats (prompt/completion, `messages`, `text`) or preference data (its chosen responses); the loss
     covers completion tokens only unless `sft.completion_only_loss` is false. Point a later `train`'s
     `model.name_or_path` at the run folder to start DPO from it, with it as the reference."""
-    items = overrides if isinstance(overrides, dict) else {}
-    extra = [] if isinstance(overrides, dict) else list(overrides or [])
-    merged: Overrides = {**items, "stage": "sft"} if isinstance(overrides, dict) or overrides is None else [*extra, "stage=sft"]
+    merged: Overrides = {**overrides, "stage": "sft"} if isinstance(overrides, dict) else [*(overrides or []), "stage=sft"]
     return train(config, overrides=merged, **kwargs)

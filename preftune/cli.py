@@ -111,16 +111,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
-SUMMARY_KEYS = ("eval/rewards/accuracies", "eval/rewards/margins", "eval/rewards/chosen", "eval/rewards/rejected", "eval/logps/chosen",
-                "eval/logps/rejected", "eval/loss", "eval/mean_token_accuracy", "eval/perplexity")
-
-
 class SummaryTable:
     """At the end of a run: the held-out metrics before and after, and where the model and report are."""
 
     def on_end(self, result) -> None:  # type: ignore[no-untyped-def]
         from rich.console import Console
         from rich.table import Table
+
+        from .training.outputs import SUMMARY_KEYS
 
         console = Console(stderr=True)
         if result.interrupted:

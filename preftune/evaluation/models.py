@@ -19,21 +19,6 @@ from ..training.artifacts import CONFIG, MERGED_DIR, MODEL_DIR
 from ..training.reference import AdapterDisabledReference, NoReference, Reference, SeparateReference
 
 
-@dataclass
-class EvalModels:
-    """The policy, its tokenizer and its reference (a separate frozen model, the policy with its adapter off, or none)."""
-
-    tokenizer: Any
-    policy: torch.nn.Module
-    reference: Reference
-    policy_name: str
-    reference_name: str | None
-
-    @property
-    def has_reference(self) -> bool:
-        return not isinstance(self.reference, NoReference)
-
-
 @dataclass(frozen=True)
 class RunFolder:
     """What a path given as --model resolves to: the model folder, and for a preftune run its folder and start model."""
@@ -51,6 +36,22 @@ class RunFolder:
             return LossConfig.model_validate(section)
         except Exception as e:  # noqa: BLE001 - any damage to the file is reported the same way
             raise ConfigError(f"{self.run / CONFIG}: cannot read the run's loss section ({type(e).__name__}). Fix: pass --beta, or restore the file.") from None
+
+
+@dataclass
+class EvalModels:
+    """The policy, its tokenizer and its reference (a separate frozen model, the policy with its adapter off, or none)."""
+
+    tokenizer: Any
+    policy: torch.nn.Module
+    reference: Reference
+    policy_name: str
+    reference_name: str | None
+    source: RunFolder | None = None  # what a path given as the model resolved to (None for a model passed from Python)
+
+    @property
+    def has_reference(self) -> bool:
+        return not isinstance(self.reference, NoReference)
 
 
 def resolve_run_folder(path: str) -> RunFolder:
@@ -105,4 +106,4 @@ def load_eval_models(model: str, reference: str | None, dtype: str = "float32", 
             ref, ref_name = AdapterDisabledReference(policy, chunk), f"adapter disabled (its base: {base_name})"
         elif found.start is not None:
             ref, ref_name = SeparateReference(load_model(cfg, found.start, trainable=False).to(device), chunk), found.start
-    return EvalModels(tokenizer, policy, ref, model, ref_name)
+    return EvalModels(tokenizer, policy, ref, model, ref_name, found)

@@ -105,6 +105,11 @@ def load_adapter_merged(path: str, adapter_config: Path, cfg: ModelConfig, kwarg
     return PeftModel.from_pretrained(base, path).merge_and_unload().requires_grad_(True)  # peft froze the base; trainable unless asked not to
 
 
+def is_peft(model: torch.nn.Module) -> bool:
+    """Whether `model` is a peft model (an adapter on a base)."""
+    return hasattr(model, "disable_adapter") and hasattr(model, "peft_config")
+
+
 def add_lora(model: torch.nn.Module, cfg: ModelConfig) -> torch.nn.Module:
     from peft import LoraConfig, PeftModel, get_peft_model
 

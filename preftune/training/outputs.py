@@ -10,6 +10,7 @@ import yaml
 from safetensors.torch import load_file, save_file
 
 from ..config import RunConfig
+from ..models.loading import is_peft
 from .artifacts import DIAGNOSTICS, MERGED_DIR, MODEL_CARD, MODEL_DIR, SUMMARY, data_summary, write_json, write_text_atomic
 
 if TYPE_CHECKING:
@@ -37,7 +38,7 @@ def save_final(model: torch.nn.Module, tokenizer: Any, cfg: RunConfig, folder: P
     """Weights (adapter, and merged on request) plus tokenizer in Hugging Face format; returns the folders written."""
     written = {}
     folder.mkdir(parents=True, exist_ok=True)
-    if hasattr(model, "peft_config"):  # the trained adapter only (a frozen start adapter is the reference, not the result)
+    if is_peft(model):  # the trained adapter only (a frozen start adapter is the reference, not the result)
         model.save_pretrained(folder, safe_serialization=True, selected_adapters=[model.active_adapter])
     else:
         model.save_pretrained(folder, safe_serialization=True)
@@ -79,7 +80,7 @@ def model_card(cfg: RunConfig, data_summary: dict[str, Any], before: dict[str, f
 
 
 SUMMARY_KEYS = ("eval/rewards/accuracies", "eval/rewards/margins", "eval/rewards/chosen", "eval/rewards/rejected", "eval/logps/chosen",
-                "eval/logps/rejected", "eval/loss")
+                "eval/logps/rejected", "eval/loss", "eval/mean_token_accuracy", "eval/perplexity")  # the last two: SFT
 
 
 def save_outputs(run: "Run", result: "TrainResult") -> dict[str, Path]:

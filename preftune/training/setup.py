@@ -23,7 +23,7 @@ from ..data.prepare import TokenizedSplit, prepare_data
 from ..data.stream import BatchSource, BatchStream
 from ..errors import ConfigError, PreftuneError
 from ..models.compiling import compile_layers
-from ..models.loading import add_lora, load_model, load_tokenizer
+from ..models.loading import add_lora, is_peft, load_model, load_tokenizer
 from ..models.logprobs import LogpsModel
 from .artifacts import CONFIG, DATA_SUMMARY, DIAGNOSTICS, EVAL_PAIRS, METRICS, data_summary, eval_pair_records, write_json, write_jsonl
 from .callbacks import Metrics
@@ -64,10 +64,6 @@ def make_accelerator(cfg: RunConfig) -> Any:
     return Accelerator(mixed_precision=cfg.train.mixed_precision, cpu=cpu_processes, **trackers)
 
 
-def is_peft(model: torch.nn.Module) -> bool:
-    return hasattr(model, "disable_adapter") and hasattr(model, "peft_config")
-
-
 def resolve_strategy(cfg: RunConfig, lora: bool | None = None) -> str:
     """The reference strategy `auto` stands for; `lora` says whether the policy is an adapter (default: the config's)."""
     lora = cfg.model.lora.enabled if lora is None else lora
@@ -105,11 +101,8 @@ def build_reference(cfg: RunConfig, policy: torch.nn.Module | None, accelerator:
     if frozen_start is not None and ref_path is None:
         model = frozen_start
     else:
-        model = load_model(cfg.model, ref_path or cfg.model.name_or_path, trainable=False)
-        if continuing and ref_path is None and cfg.reference.start_adapter == "frozen" and cfg.model.lora.adapter_path:
-            from peft import PeftModel
-
-            model = PeftModel.from_pretrained(model, cfg.model.lora.adapter_path).merge_and_unload().requires_grad_(False)
+        start_adapter = continuing and ref_path is None and cfg.reference.start_adapter == "frozen" and cfg.model.lora.adapter_path
+        model = load_model(cfg.model, start_adapter or ref_path or cfg.model.name_or_path, trainable=False)  # an adapter folder loads merged
     model = model.to(accelerator.device)
     if accelerator.distributed_type == "FSDP":  # DistributedType is a str enum
         model = accelerator.prepare_model(model, evaluation_mode=True)  # sharded like the policy
@@ -121,7 +114,7 @@ def reference_cache_key(cfg: RunConfig, model_fp: str, pairs_fp: str) -> str:
     that changes the numbers computed from them (weight dtype, mixed precision, attention kernel, batch layout and its
     row size, LM-head chunk)."""
     t = cfg.train
-    layout = "packed" if t.layout == "auto" else t.layout
+    layout = t.resolved_layout()
     settings = f"{cfg.model.dtype}|{t.mixed_precision}|{cfg.model.attention}|{layout}|{t.pack_tokens if layout == 'packed' else ''}|{t.logits_chunk}"
     return f"{model_fp}-{pairs_fp}-{hashlib.sha256(settings.encode()).hexdigest()[:12]}"
 
@@ -199,7 +192,7 @@ def setup_data(cfg: RunConfig, accelerator: Any, tokenizer: Any = None, train: S
     elif tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     train_split, eval_split, loaded = prepare_data(cfg.data_settings(train, eval), tokenizer, cfg.train.seed)
-    layout = "packed" if cfg.train.layout == "auto" else cfg.train.layout  # fastest on CPU: bench/layouts.py
+    layout = cfg.train.resolved_layout()
     common = dict(pad_id=tokenizer.pad_token_id, rank=accelerator.process_index, world=accelerator.num_processes,
                   device=accelerator.device, layout=layout, pack_tokens=cfg.train.pack_tokens)
     train_src = BatchSource(train_split.pairs, cfg.train.batch_size, cfg.train.seed, cfg.train.shuffle, **common)
