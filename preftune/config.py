@@ -21,7 +21,7 @@ from .data.pipeline import LoadSettings, Sources
 from .data.prepare import DataSettings
 from .data.tokenize import TokenizeSettings
 from .errors import ConfigError
-from .losses import REGISTRY, loss_params
+from .losses import NAMES, default_beta, is_unpaired, loss_params, uses_reference
 
 
 class Section(BaseModel):
@@ -136,7 +136,7 @@ class LossComponent(Section):
 
 
 class LossConfig(Section):
-    name: str = Field("dpo", description="loss from the registry (preftune losses lists them)")
+    name: str = Field("dpo", description="loss from the registry (preftune losses lists them); kto trains on unpaired or split pairs")
     beta: float | None = Field(None, gt=0, description="β; unset takes the loss's default (0.1, SimPO 2.0)")
     params: dict[str, Any] = Field(default_factory=dict, description="the variant's own parameters, e.g. {lambda_: 50}")
     length_normalize: bool = Field(False, description="average log-probs over response tokens instead of summing")
@@ -147,20 +147,28 @@ class LossConfig(Section):
     def _known_losses(self) -> "LossConfig":
         items = [(c.name, c.params) for c in self.components] if self.components else [(self.name, self.params)]
         for name, params in items:
-            if name == "kto":
-                raise ValueError("kto is unpaired and trained through kto_loss(); it is not yet a training option")
-            if name not in REGISTRY:
-                raise ValueError(f"unknown loss '{name}'; valid names: {', '.join(sorted(REGISTRY))}")
+            if name not in NAMES:
+                raise ValueError(f"unknown loss '{name}'; valid names: {', '.join(NAMES)}")
+            if self.components and is_unpaired(name):
+                raise ValueError(f"{name} is a loss of single completions and cannot be a component of a weighted sum of pair losses; use loss.name: {name} alone")
             loss_params(name, params)
+        if is_unpaired(self.name) and not self.components and self.reference_free:
+            raise ValueError(f"{self.name} measures rewards against a reference model; loss.reference_free is not available for it")
+        if is_unpaired(self.name) and not self.components and self.length_normalize:
+            raise ValueError(f"{self.name} sums each completion's log-probs (as TRL's KTOTrainer does); loss.length_normalize is not available for it")
         return self
+
+    def unpaired(self) -> bool:
+        """True when the loss trains on single labelled completions (KTO), not pairs."""
+        return not self.components and is_unpaired(self.name)
 
     def uses_reference(self) -> bool:
         names = [c.name for c in self.components] if self.components else [self.name]
-        return not self.reference_free and any(REGISTRY[n].uses_reference for n in names)
+        return not self.reference_free and any(uses_reference(n) for n in names)
 
     def resolved_beta(self) -> float:
         name = self.components[0].name if self.components else self.name
-        return self.beta if self.beta is not None else REGISTRY[name].default_beta
+        return self.beta if self.beta is not None else default_beta(name)
 
 
 class TrainConfig(Section):
@@ -254,8 +262,10 @@ class RunConfig(Section):
     iterate: IterateConfig = Field(default_factory=IterateConfig)
 
     def data_settings(self, train: Sources | None = None, eval: Sources | None = None) -> DataSettings:
-        """The data section's settings for this run's stage."""
-        return self.data.settings(train, eval, self.stage, self.sft.completion_only_loss)
+        """The data section's settings for this run's stage (`unpaired` for KTO)."""
+        if self.stage == "sft":
+            return self.data.settings(train, eval, "sft", self.sft.completion_only_loss)
+        return self.data.settings(train, eval, "unpaired" if self.loss.unpaired() else "preference")
 
     @model_validator(mode="after")
     def _reference_fits_loss(self) -> "RunConfig":
@@ -263,6 +273,9 @@ class RunConfig(Section):
             return self  # SFT has no reference and no preference loss
         if self.reference.strategy == "adapter_disabled" and not self.model.lora.enabled:
             raise ValueError("reference.strategy adapter_disabled needs model.lora.enabled: true")
+        if self.loss.unpaired() and self.train.batch_size < 2:
+            raise ValueError(f"{self.loss.name} estimates its KL reference point from the other examples of a batch: train.batch_size must be at "
+                             f"least 2 (it is {self.train.batch_size})")
         if self.reference.strategy == "none" and self.loss.uses_reference():
             raise ValueError(f"reference.strategy none needs a reference-free loss (simpo, orpo) or loss.reference_free: true, not {self.loss.name}")
         return self

@@ -107,6 +107,26 @@ class LengthGroupedBatches:
         return n if self.drop_last or len(self.lengths) % self.batch_size == 0 else n + 1
 
 
+class ConsecutiveBatches:
+    """Batches of consecutive indices, in an order of batches shuffled by (seed, epoch): each batch is a fixed set of
+    examples (KTO's KL pairs are built within it), while the order across the data set changes every epoch."""
+
+    def __init__(self, n: int, batch_size: int, seed: int, shuffle: bool = True, drop_last: bool = False):
+        self.n, self.batch_size, self.seed, self.shuffle, self.drop_last = n, batch_size, seed, shuffle, drop_last
+
+    def batches(self, epoch: int) -> list[list[int]]:
+        out = [list(range(k, min(k + self.batch_size, self.n))) for k in range(0, self.n, self.batch_size)]
+        if self.drop_last and out and len(out[-1]) < self.batch_size:
+            out.pop()
+        if self.shuffle:
+            random.Random(self.seed * 1_000_003 + epoch).shuffle(out)
+        return out
+
+    def __len__(self) -> int:
+        n = self.n // self.batch_size
+        return n if self.drop_last or self.n % self.batch_size == 0 else n + 1
+
+
 def pair_length(p: TokenizedPair) -> int:
     return len(p.prompt) + max(len(p.chosen), len(p.rejected))
 

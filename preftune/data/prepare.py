@@ -15,6 +15,7 @@ from .formats import SFT_FORMATS
 from .records import PreferencePair, UnpairedExample
 from .pipeline import LoadedData, LoadSettings, Sources, load_examples
 from .tokenize import TokenizedPair, TokenizeSettings
+from .unpaired import split_pairs
 
 logger = logging.getLogger("preftune.data")
 
@@ -40,17 +41,25 @@ class DataSettings:
     eval_fraction: float
     num_proc: int
     cache_dir: str | None
-    stage: str = "preference"  # or "sft": every example becomes one desirable completion (a pair's chosen response)
+    stage: str = "preference"  # "sft": every example becomes one desirable completion (a pair's chosen response);
+    # "unpaired" (KTO): labelled completions, pairs split into a desirable and an undesirable one
 
 
 def for_stage(loaded: LoadedData, stage: str, sources: Sources) -> LoadedData:
     """The examples a stage trains on: preference pairs for DPO and its family (unpaired or SFT data refused, naming
-    the fix); for SFT, desirable completions: a pair's chosen response, an unpaired example labelled true."""
+    the fix); for KTO (`unpaired`), labelled completions, pairs split in two; for SFT, desirable completions: a pair's
+    chosen response, an unpaired example labelled true."""
     if stage == "preference":
         if loaded.format in ("unpaired", *SFT_FORMATS):
+            fix = "`preftune sft`, or with loss.name: kto" if loaded.format == "unpaired" else "`preftune sft`"
             raise DataError(f"{sources}: {loaded.format} data holds single completions, not preference pairs. Fix: train on it with "
-                            "`preftune sft`, or give pairs with prompt, chosen and rejected.")
+                            f"{fix}, or give pairs with prompt, chosen and rejected.")
         return loaded
+    if stage == "unpaired":
+        if loaded.format in SFT_FORMATS:
+            raise DataError(f"{sources}: {loaded.format} data has no desirable/undesirable labels, which KTO needs. Fix: give TRL's "
+                            "unpaired format (prompt, completion, label) or preference pairs (prompt, chosen, rejected).")
+        return loaded  # pairs are split after the held-out share is drawn (`prepare_data`), so a pair stays on one side
     kept: list[Example] = []
     undesirable = 0
     for ex in loaded.examples:
@@ -103,6 +112,8 @@ def prepare_data(settings: DataSettings, tokenizer: Any, seed: int) -> tuple[Tok
         if eval_ex:
             logger.info("data: held out %d of %d example(s) for evaluation (data.eval_fraction=%s)", len(eval_ex), len(loaded.examples),
                         settings.eval_fraction)
+    if settings.stage == "unpaired":
+        train_ex, eval_ex = split_pairs(train_ex), split_pairs(eval_ex)
     train = tokenize_split(train_ex, tokenizer, settings)
     held = tokenize_split(eval_ex, tokenizer, settings) if eval_ex else None
     return train, held, loaded

@@ -7,14 +7,16 @@ from dataclasses import dataclass
 
 import torch
 
-from .batch import LengthGroupedBatches, PreferenceBatch, collate, pair_length
+from .batch import ConsecutiveBatches, LengthGroupedBatches, PreferenceBatch, collate, pair_length
 from .tokenize import TokenizedPair
 
 
 @dataclass
 class BatchSource:
     """Deterministic batches of `pairs` for one process: the order depends on (seed, epoch) only, so a resumed run
-    sees the same batches as an uninterrupted one. Each global batch holds `batch_size × world` pairs."""
+    sees the same batches as an uninterrupted one. Each global batch holds `batch_size × world` pairs. With `labels`
+    (KTO: each example desirable or not, its KL completion in `rejected`), batches are consecutive runs of examples,
+    as the KL pairs were built, and carry the labels as `extras["label"]`."""
 
     pairs: Sequence[TokenizedPair]
     batch_size: int
@@ -26,10 +28,13 @@ class BatchSource:
     device: torch.device | str = "cpu"
     layout: str = "padded"
     pack_tokens: int = 512
+    labels: Sequence[bool] | None = None
 
     def __post_init__(self) -> None:
-        self.grouping = LengthGroupedBatches([pair_length(p) for p in self.pairs], self.batch_size * self.world, self.seed,
-                                             shuffle=self.shuffle, drop_last=self.world > 1)
+        size, drop = self.batch_size * self.world, self.world > 1
+        self.grouping: LengthGroupedBatches | ConsecutiveBatches = (
+            ConsecutiveBatches(len(self.pairs), size, self.seed, shuffle=self.shuffle, drop_last=drop) if self.labels is not None
+            else LengthGroupedBatches([pair_length(p) for p in self.pairs], size, self.seed, shuffle=self.shuffle, drop_last=drop))
 
     def num_batches(self) -> int:
         return len(self.grouping)
@@ -37,7 +42,10 @@ class BatchSource:
     def batch(self, indices: list[int]) -> PreferenceBatch:
         """This process's share of the global batch `indices`, collated in the layout and moved to the device."""
         mine = indices[self.rank * self.batch_size:(self.rank + 1) * self.batch_size] if self.world > 1 else indices
-        return collate(self.layout, [self.pairs[i] for i in mine], mine, self.pad_id, self.pack_tokens).to(self.device)
+        batch = collate(self.layout, [self.pairs[i] for i in mine], mine, self.pad_id, self.pack_tokens)
+        if self.labels is not None:
+            batch.extras["label"] = torch.tensor([bool(self.labels[i]) for i in mine], dtype=torch.bool)
+        return batch.to(self.device)
 
     def epoch(self, epoch: int, start: int = 0) -> Iterator[PreferenceBatch]:
         """The batches of `epoch` from batch `start` on."""

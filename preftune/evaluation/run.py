@@ -40,8 +40,10 @@ class EvalSettings:
     show_progress: bool = True
 
     def loss_function(self, has_reference: bool) -> LossFunction:
-        """The scoring loss: without a reference, the uniform one (rewards from the model's own log-probs)."""
-        return LossFunction.from_config(self.loss, beta=self.resolved_beta(), reference_free=None if has_reference else True)
+        """The scoring loss: without a reference, the uniform one (rewards from the model's own log-probs). A run trained
+        with KTO is scored on pairs through the rewards KTO trains, β·(log π − log πref), with DPO's loss of them."""
+        loss = LossConfig(name="dpo", beta=self.loss.beta) if self.loss.unpaired() else self.loss
+        return LossFunction.from_config(loss, beta=self.resolved_beta(), reference_free=None if has_reference else True)
 
     def resolved_beta(self) -> float:
         return self.beta if self.beta is not None else self.loss.resolved_beta()

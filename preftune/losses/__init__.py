@@ -15,22 +15,41 @@ from typing import Any
 import torch
 
 from . import pairwise as _pairwise, reference_free as _reference_free  # noqa: F401  (importing registers the losses)
-from .kto import KTOOutput, kto_loss
+from . import kto as _kto
+from .kto import KTOOutput, kl_estimate, kto_loss
 from .registry import REGISTRY, LossSpec, get_spec
 from .types import LossOutput, PairLogps
 
 LOSSES: dict[str, str] = {name: f"{spec.description} [{spec.paper}]" for name, spec in sorted(REGISTRY.items())}
-LOSSES["kto"] = ("KTO: unpaired desirable/undesirable examples against the batch KL reference point; call kto_loss(). "
-                 "[Ethayarajh et al. 2024, KTO: Model Alignment as Prospect Theoretic Optimization, eq. 8]")
+LOSSES[_kto.NAME] = f"{_kto.DESCRIPTION}; trains on unpaired or split pairs (kto_loss() in Python). [{_kto.PAPER}]"
+UNPAIRED = (_kto.NAME,)  # losses of single labelled completions rather than pairs
+NAMES = tuple(sorted([*REGISTRY, *UNPAIRED]))
+
+
+def is_unpaired(name: str) -> bool:
+    """True for a loss of single labelled completions (KTO) rather than of pairs."""
+    return name in UNPAIRED
 
 
 def loss_params(name: str, given: dict[str, Any]) -> dict[str, Any]:
     """The variant's parameters: its defaults updated with `given`; unknown keys raise ValueError naming the valid ones."""
-    spec = get_spec(name)
-    unknown = set(given) - set(spec.params)
+    if name not in NAMES:
+        raise KeyError(f"unknown loss '{name}'; valid names: {', '.join(NAMES)}")
+    defaults = _kto.PARAMS if name == _kto.NAME else get_spec(name).params
+    unknown = set(given) - set(defaults)
     if unknown:
-        raise ValueError(f"loss '{name}' has no parameter(s) {sorted(unknown)}; it takes {sorted(spec.params) or 'none'}")
-    return {**spec.params, **given}
+        raise ValueError(f"loss '{name}' has no parameter(s) {sorted(unknown)}; it takes {sorted(defaults) or 'none'}")
+    return {**defaults, **given}
+
+
+def default_beta(name: str) -> float:
+    """β a loss takes when none is set (0.1; SimPO 2.0)."""
+    return _kto.DEFAULT_BETA if name == _kto.NAME else get_spec(name).default_beta
+
+
+def uses_reference(name: str) -> bool:
+    """False for reference-free losses (SimPO, ORPO), which need no reference model at all."""
+    return True if name == _kto.NAME else get_spec(name).uses_reference
 
 
 def compute_loss(name: str, *, policy_chosen_logps: torch.Tensor, policy_rejected_logps: torch.Tensor,
@@ -86,4 +105,4 @@ def _inputs(spec: LossSpec, pc: torch.Tensor, pr: torch.Tensor, rc: torch.Tensor
     return PairLogps(pc, pr, rc, rr, lc, lr)
 
 
-__all__ = ["compute_loss", "compute_weighted", "kto_loss", "KTOOutput", "LOSSES", "LossOutput", "PairLogps", "REGISTRY", "loss_params"]
+__all__ = ["compute_loss", "compute_weighted", "default_beta", "is_unpaired", "kl_estimate", "kto_loss", "KTOOutput", "LOSSES", "NAMES", "UNPAIRED", "uses_reference", "LossOutput", "PairLogps", "REGISTRY", "loss_params"]

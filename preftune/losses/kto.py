@@ -6,6 +6,12 @@ from dataclasses import dataclass
 
 import torch
 
+NAME = "kto"
+DESCRIPTION = "KTO: unpaired desirable/undesirable examples against the batch KL reference point"
+PAPER = "Ethayarajh et al. 2024, KTO: Model Alignment as Prospect Theoretic Optimization, eq. 8"
+PARAMS: dict[str, float] = {"desirable_weight": 1.0, "undesirable_weight": 1.0}  # λ_D, λ_U: TRL's KTOConfig defaults
+DEFAULT_BETA = 0.1
+
 
 @dataclass(frozen=True)
 class KTOOutput:
@@ -17,8 +23,9 @@ class KTOOutput:
 
 
 def kto_loss(policy_logps: torch.Tensor, reference_logps: torch.Tensor, labels: torch.Tensor,
-             policy_kl_logps: torch.Tensor, reference_kl_logps: torch.Tensor, beta: float = 0.1,
-             desirable_weight: float = 1.0, undesirable_weight: float = 1.0) -> KTOOutput:
+             policy_kl_logps: torch.Tensor, reference_kl_logps: torch.Tensor, beta: float = DEFAULT_BETA,
+             desirable_weight: float = PARAMS["desirable_weight"], undesirable_weight: float = PARAMS["undesirable_weight"],
+             kl: torch.Tensor | None = None) -> KTOOutput:
     """Kahneman-Tversky Optimization (Ethayarajh et al. 2024, eq. 8).
 
     Args:
@@ -27,12 +34,19 @@ def kto_loss(policy_logps: torch.Tensor, reference_logps: torch.Tensor, labels: 
         policy_kl_logps, reference_kl_logps: (B,) log-probs of mismatched (prompt, completion) pairs from the
             same batch; their mean log-ratio, clamped at 0 and detached, is the reference point z₀.
         beta: β. desirable_weight, undesirable_weight: λ_D and λ_U.
+        kl: z₀ itself, when it is known already (e.g. averaged over processes); the KL log-probs are then unused.
     Returns:
         `KTOOutput`: λ_D·(1 − σ(β(r − z₀))) for desirable and λ_U·(1 − σ(β(z₀ − r))) for undesirable examples.
     """
-    kl = (policy_kl_logps - reference_kl_logps).mean().clamp(min=0).detach()
+    if kl is None:
+        kl = kl_estimate(policy_kl_logps, reference_kl_logps)
     logratios = policy_logps - reference_logps
     desirable = desirable_weight * (1 - torch.sigmoid(beta * (logratios - kl)))
     undesirable = undesirable_weight * (1 - torch.sigmoid(beta * (kl - logratios)))
     losses = torch.where(labels.bool(), desirable, undesirable)
     return KTOOutput(losses, (beta * logratios).detach(), kl)
+
+
+def kl_estimate(policy_kl_logps: torch.Tensor, reference_kl_logps: torch.Tensor) -> torch.Tensor:
+    """z₀: the mean log-ratio of the mismatched pairs, clamped at 0, detached (a scalar)."""
+    return (policy_kl_logps - reference_kl_logps).detach().mean().clamp(min=0)

@@ -9,14 +9,15 @@ from typing import Any
 
 import yaml
 
-from ..losses import REGISTRY, loss_params
+from ..losses import NAMES, LOSSES, REGISTRY, default_beta, is_unpaired, loss_params, uses_reference
 from .collect import RunView
 from .panels import DEFAULT_COLOR, KIND_COLORS, OTHER_KIND_COLOR, SERIES_COLORS
 
 HEADLINE = ("eval/rewards/accuracies", "eval/rewards/margins", "eval/loss", "eval/rewards/chosen", "eval/rewards/rejected", "eval/logps/chosen")
 SLIDERS = (("pc", "log πθ(y_w)  policy, chosen", -300, 0, 0.1), ("pr", "log πθ(y_l)  policy, rejected", -300, 0, 0.1),
            ("rc", "log πref(y_w)  reference, chosen", -300, 0, 0.1), ("rr", "log πref(y_l)  reference, rejected", -300, 0, 0.1),
-           ("beta", "β", 0.01, 5, 0.01), ("lc", "chosen length (tokens)", 1, 400, 1), ("lr", "rejected length (tokens)", 1, 400, 1))
+           ("beta", "β", 0.01, 5, 0.01), ("lc", "chosen length (tokens)", 1, 400, 1), ("lr", "rejected length (tokens)", 1, 400, 1),
+           ("z", "z₀  KTO's KL reference point (nats)", 0, 20, 0.01))
 N_PAIRS = 5
 
 
@@ -25,9 +26,10 @@ def _asset(name: str) -> str:
 
 
 def explorer_specs() -> list[dict[str, Any]]:
-    """The registry as the explorer needs it: name, description, default parameters, reference use, default β."""
-    return [{"name": name, "description": spec.description, "params": loss_params(name, {}), "uses_reference": spec.uses_reference,
-             "default_beta": spec.default_beta} for name, spec in sorted(REGISTRY.items())]
+    """Every loss as the explorer needs it: name, description, default parameters, reference use, default β, and
+    whether it is unpaired (KTO: the chosen response as a desirable example, the rejected one as undesirable)."""
+    return [{"name": name, "description": REGISTRY[name].description if name in REGISTRY else LOSSES[name], "params": loss_params(name, {}),
+             "uses_reference": uses_reference(name), "default_beta": default_beta(name), "unpaired": is_unpaired(name)} for name in NAMES]
 
 
 def run_beta(config: dict[str, Any]) -> float:
@@ -35,8 +37,8 @@ def run_beta(config: dict[str, Any]) -> float:
     loss = config.get("loss", {})
     if loss.get("beta") is not None:
         return float(loss["beta"])
-    spec = REGISTRY.get(loss.get("name", "dpo"))
-    return spec.default_beta if spec else 0.1
+    name = loss.get("name", "dpo")
+    return default_beta(name) if name in NAMES else 0.1
 
 
 def explorer_start(view: RunView) -> dict[str, float]:
@@ -50,7 +52,8 @@ def explorer_start(view: RunView) -> dict[str, float]:
     lc = tokens.get("chosen", {}).get("mean", 40.0)
     lr = tokens.get("rejected", {}).get("mean", 50.0)
     clip = lambda x: round(min(0.0, max(-300.0, float(x))), 1)  # noqa: E731
-    return {"pc": clip(pc), "pr": clip(pr), "rc": clip(rc), "rr": clip(rr), "beta": beta, "lc": round(min(400, max(1, lc))), "lr": round(min(400, max(1, lr)))}
+    return {"pc": clip(pc), "pr": clip(pr), "rc": clip(rc), "rr": clip(rr), "beta": beta, "lc": round(min(400, max(1, lc))), "lr": round(min(400, max(1, lr))),
+            "z": round(min(20.0, max(0.0, float(ev.get("eval/kl", 0.0)))), 2)}
 
 
 def _e(x: Any) -> str:
@@ -148,6 +151,8 @@ def _explorer(start: dict[str, float]) -> str:
             '<table id="loss-table"><thead><tr><th>loss</th><th class="num">loss</th><th class="num">chosen reward</th><th class="num">rejected reward</th>'
             '<th class="num">∂L/∂log πθ(y_w)</th><th class="num">∂L/∂log πθ(y_l)</th></tr></thead><tbody></tbody></table>'
             '<p class="note">‡ reference-free (the reference sliders do not apply). Rewards are β·log-ratios (SimPO, ORPO: β·average log-prob). '
+            'KTO scores the chosen response as a desirable and the rejected one as an undesirable example against z₀ (the mean of the two losses; '
+            'length normalization does not apply to it). '
             'A negative ∂L/∂log πθ(y_w) means training raises the chosen response\'s likelihood. Variant parameters are the registry defaults. '
             'The highlighted row is this run\'s loss.</p></div>')
 

@@ -30,13 +30,16 @@ class Finding:
 
 
 def chosen_likelihood_falling(history: Sequence[dict[str, float]], beta: float, threshold: float) -> str | None:
-    """The chosen response's log-ratio is below −threshold while the margin is above its first value."""
-    if len(history) < 2 or "rewards/chosen" not in history[-1]:
+    """The chosen response's log-ratio is below −threshold while the margin is above its first value (steps without a
+    margin, such as a KTO batch with one label only, are passed over)."""
+    first = next((h for h in history if "rewards/margins" in h), None)
+    last = history[-1] if history else {}
+    if first is None or first is last or "rewards/chosen" not in last or "rewards/margins" not in last:
         return None
-    chosen_ratio = history[-1]["rewards/chosen"] / beta
-    if chosen_ratio < -threshold and history[-1]["rewards/margins"] > history[0]["rewards/margins"]:
+    chosen_ratio = last["rewards/chosen"] / beta
+    if chosen_ratio < -threshold and last["rewards/margins"] > first["rewards/margins"]:
         return (f"the chosen response's log-likelihood is {chosen_ratio:.1f} nats below the reference while the margin grows "
-                f"({history[0]['rewards/margins']:+.3f} → {history[-1]['rewards/margins']:+.3f}): DPO is winning pairs by pushing both responses down.")
+                f"({first['rewards/margins']:+.3f} → {last['rewards/margins']:+.3f}): DPO is winning pairs by pushing both responses down.")
     return None
 
 
@@ -63,9 +66,10 @@ def length_bias(margins: Sequence[float], length_diffs: Sequence[float], thresho
 
 def drift(history: Sequence[dict[str, float]], beta: float, threshold: float) -> str | None:
     """Mean |log-ratio| of chosen or rejected beyond `threshold` nats: the policy has moved far from the reference."""
-    if not history or "rewards/chosen" not in history[-1]:
+    rewards = [abs(history[-1][k]) for k in ("rewards/chosen", "rewards/rejected") if history and k in history[-1]]
+    if not rewards:
         return None
-    worst = max(abs(history[-1]["rewards/chosen"]), abs(history[-1]["rewards/rejected"])) / beta
+    worst = max(rewards) / beta
     if worst > threshold:
         return f"the policy has drifted {worst:.0f} nats (mean |log-ratio|) from the reference."
     return None

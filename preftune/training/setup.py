@@ -21,6 +21,7 @@ from ..config import RunConfig
 from ..data.pipeline import LoadedData, Sources
 from ..data.prepare import TokenizedSplit, prepare_data
 from ..data.stream import BatchSource, BatchStream
+from ..data.unpaired import kl_pairs, weight_advice
 from ..errors import ConfigError, PreftuneError
 from ..models.compiling import compile_layers
 from ..models.loading import add_lora, is_peft, load_model, load_tokenizer
@@ -32,7 +33,7 @@ from .diagnostics import Diagnostics
 from .outputs import load_trainable, save_trainable, write_config
 from .reference import (AdapterDisabledReference, NoReference, PrecomputedReference, Reference, SeparateReference, StartAdapterReference,
                         add_frozen_start_adapter, model_fingerprint, pairs_fingerprint, precompute)
-from . import scoring, sft
+from . import kto, scoring, sft
 from .scoring import LossFunction, score
 from .tracking import MetricsFile, flat_config, tracker_setup
 
@@ -195,8 +196,22 @@ def setup_data(cfg: RunConfig, accelerator: Any, tokenizer: Any = None, train: S
     layout = cfg.train.resolved_layout()
     common = dict(pad_id=tokenizer.pad_token_id, rank=accelerator.process_index, world=accelerator.num_processes,
                   device=accelerator.device, layout=layout, pack_tokens=cfg.train.pack_tokens)
-    train_src = BatchSource(train_split.pairs, cfg.train.batch_size, cfg.train.seed, cfg.train.shuffle, **common)
-    eval_src = BatchSource(eval_split.pairs, cfg.train.batch_size, 0, False, **common) if eval_split else None
+    unpaired = cfg.stage == "preference" and cfg.loss.unpaired()
+
+    def source(split: TokenizedSplit, seed: int, shuffle: bool) -> BatchSource:
+        if not unpaired:
+            return BatchSource(split.pairs, cfg.train.batch_size, seed, shuffle, **common)
+        labels = [bool(getattr(ex, "label")) for ex in split.examples]
+        return BatchSource(kl_pairs(split.pairs, cfg.train.batch_size, cfg.data.max_length), cfg.train.batch_size, seed, shuffle,
+                           labels=labels, **common)
+
+    if unpaired:
+        weights = kto.KTOLoss.from_config(cfg.loss)
+        advice = weight_advice([bool(getattr(ex, "label")) for ex in train_split.examples], weights.desirable_weight, weights.undesirable_weight)
+        if advice:
+            logger.warning("data: %s", advice)
+    train_src = source(train_split, cfg.train.seed, cfg.train.shuffle)
+    eval_src = source(eval_split, 0, False) if eval_split else None
     return RunData(tokenizer, train_src, eval_src, train_split, eval_split, loaded)
 
 
@@ -245,7 +260,7 @@ class Run:
     ref_train: Reference
     ref_eval: Reference
     strategy: str
-    loss: LossFunction
+    loss: LossFunction | kto.KTOLoss
     optimizer: torch.optim.Optimizer
     scheduler: Any
     stream: BatchStream
@@ -254,8 +269,8 @@ class Run:
     resumed: bool
     folder: RunFolder
     diagnostics: Diagnostics
-    objective: Any  # (model, batch, reference, loss, chunk) -> (loss, per-pair values): the preference loss or SFT's NLL
-    summarize: Any  # the step's reduced values -> its metrics (SFT: token-mean loss and accuracy)
+    objective: Any  # (model, batch, reference, loss, chunk) -> (loss, per-pair values): the preference loss, KTO's or SFT's NLL
+    summarize: Any  # the step's reduced values -> its metrics (SFT: token-mean loss and accuracy; KTO: means per label)
     history: list[dict[str, Any]] = field(default_factory=list)
     started: float = field(default_factory=time.time)
 
@@ -282,7 +297,7 @@ class Run:
         was_training = self.policy.training
         self.policy.eval()
         values = lambda b: self.objective(self.policy, b, self.ref_eval, self.loss, self.cfg.train.logits_chunk)[1]  # noqa: E731
-        keep = EVAL_KEEP if self.cfg.stage == "preference" else ()
+        keep = EVAL_KEEP if self.cfg.stage == "preference" and not self.cfg.loss.unpaired() else ()
         means, per_pair = score(self.data.eval.epoch(0), values, keep, self.accelerator.autocast, self.gather)
         if was_training:
             self.policy.train()
@@ -395,12 +410,20 @@ def setup_run(cfg: RunConfig, model: torch.nn.Module | None = None, tokenizer: A
     if folder.path is not None:
         write_config(cfg, folder.path / CONFIG)
         folder.write(DATA_SUMMARY, data_summary(data.train_split, data.eval_split, data.loaded))
-    sft_stage = cfg.stage == "sft"
-    diagnostics = cfg.diagnostics.model_copy(update={"enabled": False}) if sft_stage else cfg.diagnostics  # DPO's failure modes only
-    return Run(cfg, accelerator, data, policy, prepared, ref_train, ref_eval, strategy, LossFunction.from_config(cfg.loss), optimizer, scheduler,
+    diagnostics = cfg.diagnostics.model_copy(update={"enabled": False}) if cfg.stage == "sft" else cfg.diagnostics  # DPO's failure modes only
+    objective, summarize, loss = choose_objective(cfg, accelerator.gather if accelerator.num_processes > 1 else None)
+    return Run(cfg, accelerator, data, policy, prepared, ref_train, ref_eval, strategy, loss, optimizer, scheduler,
                BatchStream(data.train, state.epoch, state.batch_in_epoch), state, total_steps, resume_dir is not None, folder,
-               Diagnostics(diagnostics, cfg.loss.resolved_beta()), sft.sft_on_batch if sft_stage else scoring.loss_on_batch,
-               sft.summarize if sft_stage else dict)
+               Diagnostics(diagnostics, cfg.loss.resolved_beta()), objective, summarize)
+
+
+def choose_objective(cfg: RunConfig, gather: Any = None) -> tuple[Any, Any, LossFunction | kto.KTOLoss]:
+    """The run's objective, its metric summary and its loss settings: SFT's NLL, KTO, or a pair loss of the registry."""
+    if cfg.stage == "sft":
+        return sft.sft_on_batch, sft.summarize, LossFunction.from_config(cfg.loss)
+    if cfg.loss.unpaired():
+        return kto.kto_on_batch, kto.summarize, kto.KTOLoss.from_config(cfg.loss, gather=gather)
+    return scoring.loss_on_batch, dict, LossFunction.from_config(cfg.loss)
 
 
 def precompute_reference(cfg: RunConfig) -> Path:

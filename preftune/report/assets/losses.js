@@ -46,6 +46,8 @@
       return -logsig(z) * (1 - mix) + Math.exp(-z) * mix;
     },
     simpo: (x, b, p) => smoothed(b * x.pc / x.lc - b * x.pr / x.lr - p.gamma_beta_ratio * b, p.label_smoothing),
+    // KTO on one pair: the chosen response a desirable example, the rejected one undesirable, z0 = x.z; the mean of the two
+    kto: (x, b, p) => 0.5 * (p.desirable_weight * (1 - sig(b * (clr(x) - x.z))) + p.undesirable_weight * (1 - sig(b * (x.z - rlr(x))))),
     orpo: (x, b, p) => {
       const w = x.pc / x.lc, l = x.pr / x.lr;
       return -w - p.lambda_ * logsig(logOdds(w) - logOdds(l));
@@ -61,8 +63,8 @@
     let { pc, pr, rc, rr } = v;
     const lc = Math.max(1, v.lc), lr = Math.max(1, v.lr);
     if (!spec.uses_reference || v.reference_free) { rc = 0; rr = 0; }
-    if (v.length_normalize) { pc /= lc; pr /= lr; rc /= lc; rr /= lr; }
-    return { pc, pr, rc, rr, lc, lr };
+    if (v.length_normalize && !spec.unpaired) { pc /= lc; pr /= lr; rc /= lc; rr /= lr; }
+    return { pc, pr, rc, rr, lc, lr, z: v.z || 0 };
   }
 
   function lossOnly(spec, v, beta) {

@@ -113,7 +113,7 @@
     for (const input of document.querySelectorAll("#explorer [data-field]")) inputs[input.dataset.field] = input;
     const values = () => ({
       pc: +inputs.pc.value, pr: +inputs.pr.value, rc: +inputs.rc.value, rr: +inputs.rr.value,
-      lc: +inputs.lc.value, lr: +inputs.lr.value, length_normalize: inputs.length_normalize.checked, reference_free: false,
+      lc: +inputs.lc.value, lr: +inputs.lr.value, z: +inputs.z.value, length_normalize: inputs.length_normalize.checked, reference_free: false,
     });
     const tbody = document.querySelector("#loss-table tbody");
     const cells = {};
