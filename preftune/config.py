@@ -243,6 +243,8 @@ class IterateConfig(Section):
 
 class SFTConfig(Section):
     completion_only_loss: bool = Field(True, description="loss on completion tokens only (false: on every token after the first, prompt included)")
+    samples: int = Field(4, ge=0, description="held-out prompts answered (greedy, generation.max_new_tokens) before and after training, "
+                         "kept in samples.jsonl and shown in the report; 0: none")
 
 
 class RunConfig(Section):

@@ -18,7 +18,8 @@ from ..data.records import as_text
 from ..data.tokenize import PairTokenizer, TokenizedPair
 from ..errors import DataError
 from ..training.artifacts import write_jsonl, write_text_atomic
-from .generation import Sample, generate, kl_estimate, length_stats
+from ..models.generate import Sample, generate
+from .generation import kl_estimate, length_stats
 from .judges import Judge, load_judge, rewards, win_rate
 from .models import EvalModels
 from ..training.scoring import LossFunction, loss_on_batch, score

@@ -16,7 +16,8 @@ import torch
 
 from ..config import GenerationConfig, ModelConfig, RunConfig
 from ..data.records import Text, as_text
-from ..evaluation.generation import Sample, generate, length_stats
+from ..evaluation.generation import length_stats
+from ..models.generate import Sample, generate
 from ..evaluation.judges import Judge, load_judge
 from ..evaluation.run import decode, prompt_tokenizer
 from ..models.loading import load_model, load_tokenizer

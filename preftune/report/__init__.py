@@ -10,7 +10,7 @@ from ..training.callbacks import Callback, TrainResult
 
 from .collect import RunView, collect
 from .html import render
-from .panels import chart_data, diagnostic_steps
+from .panels import PANELS_OF, chart_data, diagnostic_steps
 from .png import write_pngs
 
 REPORT = "report.html"
@@ -19,7 +19,7 @@ REPORT = "report.html"
 def write_report(run_dir: Path | str, pngs: bool = True) -> Path:
     """Write RUN_DIR/report.html (and RUN_DIR/plots/*.png); returns the page's path."""
     view = collect(Path(run_dir))
-    charts = chart_data(view.train_rows, view.eval_rows)
+    charts = chart_data(view.train_rows, view.eval_rows, PANELS_OF[view.kind])
     markers = diagnostic_steps(view.train_rows, view.eval_rows, view.diagnostics)
     written = write_pngs(charts, markers, view.run_dir / "plots") if pngs else []
     page = view.run_dir / REPORT

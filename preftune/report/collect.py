@@ -10,7 +10,7 @@ from typing import Any
 import yaml
 
 from ..errors import PreftuneError
-from ..training.artifacts import CONFIG, DATA_SUMMARY, DIAGNOSTICS, EVAL_PAIRS, METRICS, SUMMARY
+from ..run_files import CONFIG, DATA_SUMMARY, DIAGNOSTICS, EVAL_PAIRS, METRICS, SAMPLES, SUMMARY
 
 
 @dataclass
@@ -24,6 +24,15 @@ class RunView:
     data: dict[str, Any] = field(default_factory=dict)
     eval_pairs: list[dict[str, Any]] = field(default_factory=list)
     diagnostics: dict[str, dict[str, Any]] = field(default_factory=dict)
+    samples: list[dict[str, Any]] = field(default_factory=list)  # SFT: held-out answers before and after training
+
+    @property
+    def kind(self) -> str:
+        """sft, kto or pairs: which page fits the run."""
+        if self.config.get("stage") == "sft":
+            return "sft"
+        loss = self.config.get("loss") or {}
+        return "kto" if loss.get("name") == "kto" and not loss.get("components") else "pairs"
 
     @property
     def train_rows(self) -> list[dict[str, Any]]:
@@ -71,4 +80,4 @@ def collect(run_dir: Path) -> RunView:
     config_path = run_dir / CONFIG
     config = yaml.safe_load(config_path.read_text()) if config_path.exists() else {}
     return RunView(run_dir, config or {}, _jsonl(run_dir / METRICS), _json(run_dir / SUMMARY, {}),
-                   _json(run_dir / DATA_SUMMARY, {}), _jsonl(run_dir / EVAL_PAIRS), _json(run_dir / DIAGNOSTICS, {}))
+                   _json(run_dir / DATA_SUMMARY, {}), _jsonl(run_dir / EVAL_PAIRS), _json(run_dir / DIAGNOSTICS, {}), _jsonl(run_dir / SAMPLES))

@@ -13,7 +13,13 @@ from ..losses import NAMES, LOSSES, REGISTRY, default_beta, is_unpaired, loss_pa
 from .collect import RunView
 from .panels import DEFAULT_COLOR, KIND_COLORS, OTHER_KIND_COLOR, SERIES_COLORS
 
-HEADLINE = ("eval/rewards/accuracies", "eval/rewards/margins", "eval/loss", "eval/rewards/chosen", "eval/rewards/rejected", "eval/logps/chosen")
+HEADLINES = {  # by RunView.kind: held-out metrics for the cards, then the train metrics shown when nothing was held out
+    "pairs": (("eval/rewards/accuracies", "eval/rewards/margins", "eval/loss", "eval/rewards/chosen", "eval/rewards/rejected", "eval/logps/chosen"),
+              ("loss", "rewards/accuracies", "rewards/margins")),
+    "sft": (("eval/loss", "eval/mean_token_accuracy", "eval/perplexity"), ("loss", "mean_token_accuracy", "perplexity")),
+    "kto": (("eval/rewards/margins", "eval/loss", "eval/kl", "eval/rewards/chosen", "eval/rewards/rejected", "eval/logps/chosen"),
+            ("loss", "kl", "rewards/margins")),
+}
 SLIDERS = (("pc", "log πθ(y_w)  policy, chosen", -300, 0, 0.1), ("pr", "log πθ(y_l)  policy, rejected", -300, 0, 0.1),
            ("rc", "log πref(y_w)  reference, chosen", -300, 0, 0.1), ("rr", "log πref(y_l)  reference, rejected", -300, 0, 0.1),
            ("beta", "β", 0.01, 5, 0.01), ("lc", "chosen length (tokens)", 1, 400, 1), ("lr", "rejected length (tokens)", 1, 400, 1),
@@ -70,14 +76,15 @@ def _headline(view: RunView) -> str:
     first = view.eval_rows[0] if view.eval_rows else {}
     last = view.eval_rows[-1] if view.eval_rows else {}
     cards = []
-    for key in HEADLINE:
+    held_out, train_keys = HEADLINES[view.kind]
+    for key in held_out:
         if key in last:
             delta = f"from {_num(first[key])} at step {first['step']}" if key in first and first is not last else ""
             cards.append(f'<div class="card"><div class="k">{_e(key)}</div><div class="v">{_num(last[key])}</div><div class="d">{delta}</div></div>')
     if not cards and view.train_rows:
         t = view.train_rows[-1]
         cards = [f'<div class="card"><div class="k">{_e(k)}</div><div class="v">{_num(t[k])}</div><div class="d">last train step</div></div>'
-                 for k in ("loss", "rewards/accuracies", "rewards/margins") if k in t]
+                 for k in train_keys if k in t]
     return f'<div class="cards">{"".join(cards)}</div>'
 
 
@@ -117,12 +124,36 @@ def _pairs(view: RunView) -> str:
             + _pairs_table(list(reversed(pairs[-n:])), "Largest margins") + _pairs_table(pairs[:n] if len(pairs) > 1 else [], "Smallest margins"))
 
 
+def _samples(view: RunView) -> str:
+    """SFT: each held-out prompt with its held-out completion and the model's greedy answers before and after training."""
+    if not view.samples:
+        return '<p class="note">No samples in this run (they need held-out data, an output folder, one process and sft.samples &gt; 0).</p>'
+    steps = sorted({int(r["step"]) for r in view.samples})
+    first, last = steps[0], steps[-1]
+    by_prompt: dict[str, dict[int, dict[str, Any]]] = {}
+    for r in view.samples:
+        by_prompt.setdefault(r["prompt"], {})[int(r["step"])] = r
+    cols = [(first, f"before (step {first})")] + ([(last, f"after (step {last})")] if last != first else [])
+    head = "".join(f"<th>{_e(label)}</th>" for _, label in cols)
+    rows = []
+    for prompt, at in by_prompt.items():
+        target = next(iter(at.values())).get("target", "")
+        cells = "".join(f'<td class="text"><pre>{_e(at[step]["answer"]) if step in at else ""}</pre>'
+                        f'{"" if step not in at or at[step].get("finished", True) else "<div class=note>(cut at max_new_tokens)</div>"}</td>' for step, _ in cols)
+        rows.append(f'<tr><td class="text"><pre>{_e(prompt)}</pre></td><td class="text"><pre>{_e(target)}</pre></td>{cells}</tr>')
+    return (f'<p class="sub">Greedy answers (generation.max_new_tokens) to {len(by_prompt)} held-out prompt(s), before and after training; '
+            f'the held-out completion is what the data says.</p><table class="pairs samples"><thead><tr><th>prompt</th><th>held-out completion</th>'
+            f'{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>')
+
+
 def _data(view: RunView) -> str:
     d = view.data
     if not d:
         return '<p class="note">No data summary in this run folder.</p>'
-    rows = [("train pairs", d.get("train_pairs")), ("held-out pairs", d.get("eval_pairs")), ("format", d.get("format")),
-            ("chosen longer than rejected", f"{d.get('chosen_longer_share', 0):.0%}")]
+    unit = "pairs" if view.kind == "pairs" else "examples"
+    rows = [(f"train {unit}", d.get("train_pairs")), (f"held-out {unit}", d.get("eval_pairs")), ("format", d.get("format"))]
+    if view.kind == "pairs":
+        rows.append(("chosen longer than rejected", f"{d.get('chosen_longer_share', 0):.0%}"))
     rows += [(f"skipped: {k}", v) for k, v in (d.get("errors") or {}).items()]
     rows += [(f"removed: {k}", v) for k, v in (d.get("removed") or {}).items()]
     rows += [(f"tokenization: {k}", v) for k, v in (d.get("truncation") or {}).items()]
@@ -157,6 +188,23 @@ def _explorer(start: dict[str, float]) -> str:
             'The highlighted row is this run\'s loss.</p></div>')
 
 
+def _findings_section(view: RunView, markers: dict[str, list[int]]) -> str:
+    if view.kind == "sft":
+        return ""  # the detectors watch DPO's failure modes, which SFT does not have
+    return f"<h2>Diagnostics</h2>{_findings(view, markers)}"
+
+
+def _middle(view: RunView, start: dict[str, float]) -> str:
+    """The sections between the curves and the data: SFT's samples; KTO's explorer; a pair loss's held-out pairs and explorer."""
+    if view.kind == "sft":
+        return f"<h2>Samples before and after</h2>{_samples(view)}"
+    explorer = f"<h2>Loss explorer</h2>{_explorer(start)}"
+    if view.kind == "kto":
+        return ('<p class="note">KTO scores single completions; <code>preftune eval RUN --data PAIRS</code> scores held-out pairs by its implicit '
+                f'rewards.</p>{explorer}')
+    return f"<h2>Held-out pairs</h2>{_pairs(view)}{explorer}"
+
+
 def render(view: RunView, charts: list[dict[str, Any]], markers: dict[str, list[int]], png_names: list[str]) -> str:
     """The whole page as one string."""
     cfg = view.config
@@ -167,7 +215,9 @@ def render(view: RunView, charts: list[dict[str, Any]], markers: dict[str, list[
     status = (f"finished: {view.summary.get('steps')} steps in {view.summary.get('seconds', 0):.0f} s" if view.finished
               else f"in progress or interrupted: {steps} steps logged")
     lora = model.get("lora", {})
-    sub = (f"model <code>{_e(model.get('name_or_path'))}</code> · loss <b>{_e(loss.get('name'))}</b> (β = {run_beta(cfg):g}) · "
+    objective = (f"<b>SFT</b> (token-mean NLL on {'completion tokens' if (cfg.get('sft') or {}).get('completion_only_loss', True) else 'every token'})"
+                 if view.kind == "sft" else f"loss <b>{_e(loss.get('name'))}</b> (β = {run_beta(cfg):g})")
+    sub = (f"model <code>{_e(model.get('name_or_path'))}</code> · {objective} · "
            f"{'LoRA r=' + _e(lora.get('r')) if lora.get('enabled') else 'full fine-tuning'} · {status}")
     payload = {"charts": charts, "markers": markers,
                "colors": {"series": SERIES_COLORS, "default": DEFAULT_COLOR, "kinds": KIND_COLORS, "other_kind": OTHER_KIND_COLOR},
@@ -181,13 +231,12 @@ def render(view: RunView, charts: list[dict[str, Any]], markers: dict[str, list[
 <body><main>
 <h1>{_e(title)}</h1><p class="sub">{sub}</p>
 {_headline(view)}
-<h2>Diagnostics</h2>{_findings(view, markers)}
+{_findings_section(view, markers)}
 <h2>Training curves</h2>
 <p class="sub">Solid: training steps; dashed with dots: held-out evaluations. {('Marks at the top: where a diagnostic fired. <span class="marker-legend">' + kinds + '</span>') if kinds else ''}</p>
 <div id="charts"></div>
 <p class="note">PNG copies: {pngs or 'none'}.</p>
-<h2>Held-out pairs</h2>{_pairs(view)}
-<h2>Loss explorer</h2>{_explorer(payload["explorer"]["start"])}
+{_middle(view, payload["explorer"]["start"])}
 <h2>Data</h2>{_data(view)}
 <h2>Settings</h2><pre class="yaml">{_e(yaml.safe_dump(cfg, sort_keys=False))}</pre>
 </main>

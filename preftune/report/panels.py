@@ -22,6 +22,8 @@ class Panel:
     metrics: tuple[str, ...]
 
 
+LR = Panel("lr", "Learning rate", "learning rate", ("learning_rate",))
+GRAD_NORM = Panel("grad_norm", "Gradient norm (before clipping)", "norm", ("grad_norm",))
 PANELS = (
     Panel("loss", "Loss", "loss", ("loss",)),
     Panel("rewards", "Implicit rewards β·log(πθ/πref)", "reward", ("rewards/chosen", "rewards/rejected")),
@@ -29,9 +31,25 @@ PANELS = (
     Panel("accuracy", "Reward accuracy (ties count ½)", "accuracy", ("rewards/accuracies",)),
     Panel("logps", "Log-probabilities of the responses", "log p (nats)", ("logps/chosen", "logps/rejected")),
     Panel("drift", "Drift: mean |log πθ − log πref| (KL proxy)", "nats", ("drift/abs_logratio",)),
-    Panel("lr", "Learning rate", "learning rate", ("learning_rate",)),
-    Panel("grad_norm", "Gradient norm (before clipping)", "norm", ("grad_norm",)),
+    LR, GRAD_NORM,
 )
+SFT_PANELS = (
+    Panel("loss", "Loss: token-mean negative log-likelihood of the completions", "nats per token", ("loss",)),
+    Panel("accuracy", "Token accuracy (the label is the most likely token)", "accuracy", ("mean_token_accuracy",)),
+    Panel("perplexity", "Perplexity exp(loss)", "perplexity", ("perplexity",)),
+    LR, GRAD_NORM,
+)
+KTO_PANELS = (
+    Panel("loss", "Loss", "loss", ("loss",)),
+    Panel("rewards", "Implicit rewards β·log(πθ/πref): desirable (chosen), undesirable (rejected)", "reward", ("rewards/chosen", "rewards/rejected")),
+    Panel("margins", "Reward margin (desirable − undesirable mean)", "margin", ("rewards/margins",)),
+    Panel("kl", "KL reference point z₀ (mismatched pairs' mean log-ratio, ≥ 0)", "nats", ("kl",)),
+    Panel("logps", "Log-probabilities of the completions", "log p (nats)", ("logps/chosen", "logps/rejected")),
+    LR, GRAD_NORM,
+)
+
+
+PANELS_OF = {"pairs": PANELS, "sft": SFT_PANELS, "kto": KTO_PANELS}  # by RunView.kind
 
 
 def series(train_rows: list[dict[str, Any]], eval_rows: list[dict[str, Any]], panel: Panel) -> list[dict[str, Any]]:
@@ -57,10 +75,10 @@ def diagnostic_steps(train_rows: list[dict[str, Any]], eval_rows: list[dict[str,
     return {k: sorted(v) for k, v in sorted(steps.items())}
 
 
-def chart_data(train_rows: list[dict[str, Any]], eval_rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def chart_data(train_rows: list[dict[str, Any]], eval_rows: list[dict[str, Any]], panels: tuple[Panel, ...] = PANELS) -> list[dict[str, Any]]:
     """Every panel with at least one line, as JSON-ready dicts for the page and the PNGs."""
     charts = []
-    for panel in PANELS:
+    for panel in panels:
         lines = series(train_rows, eval_rows, panel)
         if lines:
             charts.append({"id": panel.id, "title": panel.title, "ylabel": panel.ylabel, "series": lines})

@@ -35,6 +35,7 @@ def fit(run: Run, callbacks: Callbacks, interrupted: Callable[[], bool] = lambda
         before = run.evaluate()
         run.log(before)
         callbacks.evaluate(0, before)
+        run.sample()
     last: Metrics = {}
     after: Metrics = {}
     stop_reason: str | None = None
@@ -84,6 +85,7 @@ def fit(run: Run, callbacks: Callbacks, interrupted: Callable[[], bool] = lambda
         after = run.evaluate()
         run.log(after)
         callbacks.evaluate(state.step, after)
+        run.sample()
     return finish(run, callbacks, before, after, last, stop_reason)
 
 

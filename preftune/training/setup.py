@@ -34,6 +34,7 @@ from .outputs import load_trainable, save_trainable, write_config
 from .reference import (AdapterDisabledReference, NoReference, PrecomputedReference, Reference, SeparateReference, StartAdapterReference,
                         add_frozen_start_adapter, model_fingerprint, pairs_fingerprint, precompute)
 from . import kto, scoring, sft
+from .samples import add_samples, sample_answers
 from .scoring import LossFunction, score
 from .tracking import MetricsFile, flat_config, tracker_setup
 
@@ -307,6 +308,16 @@ class Run:
         if self.folder.path is not None and self.data.eval_split is not None and keep:
             write_jsonl(self.folder.path / EVAL_PAIRS, eval_pair_records(self.data.eval_split, lists, self.state.step))
         return ev
+
+    def sample(self) -> None:
+        """SFT: the model's greedy answers to `sft.samples` held-out prompts at this step, added to samples.jsonl (on one
+        process with an output folder; a distributed run skips them, as generation would need every shard)."""
+        n, split = self.cfg.sft.samples, self.data.eval_split
+        if self.cfg.stage != "sft" or not n or split is None or self.folder.path is None or self.accelerator.num_processes > 1:
+            return
+        model = self.accelerator.unwrap_model(self.policy).model
+        add_samples(self.folder.path, sample_answers(model, self.data.tokenizer, split, n, self.cfg.generation, self.accelerator.device,
+                                                     self.state.step))
 
     def checkpoint(self) -> Path | None:
         """Write checkpoint-{step} (weights, optimizer, scheduler, RNG, stream position); None for an in-memory run."""

@@ -13,7 +13,8 @@ from preftune.cli import main
 from preftune.config import GenerationConfig, JudgeConfig, RunConfig
 from preftune.data.tokenize import TokenizedPair
 from preftune.errors import JudgeError
-from preftune.evaluation.generation import Sample, generate, kl_estimate, length_stats
+from preftune.evaluation.generation import kl_estimate, length_stats
+from preftune.models.generate import Sample, generate
 from preftune.evaluation.judges import load_judge, win_rate
 from preftune.evaluation.models import load_eval_models
 from preftune.evaluation.preference import preference_summary

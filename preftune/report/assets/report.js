@@ -108,6 +108,7 @@
 
   // ---- loss explorer
   function explorer() {
+    if (!document.getElementById("explorer")) return; // an SFT page has no loss explorer
     const specs = DATA.explorer.losses;
     const inputs = {};
     for (const input of document.querySelectorAll("#explorer [data-field]")) inputs[input.dataset.field] = input;
