@@ -85,18 +85,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; returns the exit status: 0, 2 for a usage or input error (the message names the file, flag or key
+    and the fix), 130 when interrupted, 1 for an unexpected internal error (its traceback with -v)."""
     parser = build_parser()
-    args, extra = parser.parse_known_args(argv)
-    if extra:  # positionals given after options (data inspect FILE --model M data.x=y)
-        if args.command == "data":
-            args.paths += extra
-        elif args.command in ("train", "sft", "precompute-ref", "iterate", "eval") and not any(e.startswith("-") for e in extra):
-            args.overrides += extra
-        else:
-            parser.error(f"unrecognized arguments: {' '.join(extra)}")
-    if getattr(args, "config", None) and "=" in args.config and not os.path.exists(args.config):
-        args.overrides.insert(0, args.config)  # `preftune train key=value ...` with no config file
-        args.config = None
+    try:
+        args = parse(parser, argv)
+    except SystemExit as e:  # argparse printed --help (0) or a usage error (2)
+        return e.code if isinstance(e.code, int) else 2
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     for noisy in ("httpx", "urllib3", "filelock", "datasets", "transformers"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
@@ -109,6 +104,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("preftune: interrupted", file=sys.stderr)
         return 130
+    except Exception as e:  # noqa: BLE001 - anything else is a bug: say so, without a wall of traceback unless asked
+        if args.verbose:
+            import traceback
+
+            traceback.print_exc()
+        print(f"preftune: internal error: {type(e).__name__}: {e}\nThis is a bug in preftune; run with -v for the traceback and report it.",
+              file=sys.stderr)
+        return 1
+
+
+def parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
+    """The parsed command line: positionals after options are config overrides (or, for data inspect, paths)."""
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # positionals given after options (data inspect FILE --model M data.x=y)
+        if args.command == "data":
+            args.paths += extra
+        elif args.command in ("train", "sft", "precompute-ref", "iterate", "eval") and not any(e.startswith("-") for e in extra):
+            args.overrides += extra
+        else:
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if getattr(args, "config", None) and "=" in args.config and not os.path.exists(args.config):
+        args.overrides.insert(0, args.config)  # `preftune train key=value ...` with no config file
+        args.config = None
+    return args
 
 
 class SummaryTable:

@@ -345,6 +345,8 @@ def load_config(path: str | Path | dict[str, Any] | RunConfig | None, overrides:
             raise ConfigError(f"{path}{line}: not valid YAML ({getattr(e, 'problem', e)}). Fix the syntax.") from None
         except UnicodeDecodeError:
             raise ConfigError(f"{path}: not UTF-8 text. Fix: save the config as UTF-8.") from None
+        except OSError as e:
+            raise ConfigError(f"{path}: cannot be read ({e.strerror or e}). Fix: check the file's permissions, or give another config.") from None
         if loaded is None:
             loaded = {}
         if not isinstance(loaded, dict):

@@ -1,5 +1,10 @@
 """The names of the files and folders in a preftune run folder: one place for every module that writes or reads them."""
 
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
 CONFIG = "config.yaml"
 METRICS = "metrics.jsonl"
 SUMMARY = "summary.json"
@@ -11,3 +16,41 @@ EVAL_PAIRS = "eval_pairs.jsonl"
 DIAGNOSTICS = "diagnostics.json"
 ADAPTER_CONFIG = "adapter_config.json"
 SAMPLES = "samples.jsonl"
+
+
+def read_run_file(path: Path, kind: str = "json") -> Any:
+    """A run folder's JSON or YAML file, parsed; any damage (unreadable, not UTF-8, not valid) is a PreftuneError that
+    names the file, the line where known, and the fix."""
+    import json
+
+    import yaml
+
+    from .errors import PreftuneError
+
+    fix = "Fix: re-run the step that writes it, or restore the file."
+    try:
+        text = path.read_text(encoding="utf-8")
+        return json.loads(text) if kind == "json" else yaml.safe_load(text)
+    except json.JSONDecodeError as e:
+        raise PreftuneError(f"{path}: line {e.lineno}: not valid JSON ({e.msg}). {fix}") from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        raise PreftuneError(f"{path}{f': line {mark.line + 1}' if mark else ''}: not valid YAML ({getattr(e, 'problem', None) or e}). {fix}") from None
+    except UnicodeDecodeError:
+        raise PreftuneError(f"{path}: not UTF-8 text. {fix}") from None
+    except OSError as e:
+        raise PreftuneError(f"{path}: cannot be read ({e.strerror or e}). {fix}") from None
+
+
+def check_writable(folder: Path, what: str) -> None:
+    """Create `folder` when missing and write a probe file in it, before any work is done: a PreftuneError naming `what`
+    (the key or flag that chose the folder) when that fails."""
+    from .errors import PreftuneError
+
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / ".preftune-write-test"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as e:
+        raise PreftuneError(f"{what} {folder}: not writable ({e.strerror or e}). Fix: choose a folder you can write to.") from None

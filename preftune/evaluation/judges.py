@@ -62,9 +62,14 @@ def load_judge(cfg: JudgeConfig) -> Judge:
         module = importlib.import_module(module_name)
     except ImportError as e:
         raise JudgeError(f"judge '{name}': cannot import module '{module_name}' ({e}). Fix: install it or put its folder on PYTHONPATH.") from None
+    except Exception as e:  # noqa: BLE001 - the module's own code failed while it was imported
+        raise JudgeError(f"judge '{name}': importing module '{module_name}' failed ({type(e).__name__}: {e}). Fix the module so it imports.") from None
     fn: Any = module
     for part in attr.split("."):
-        fn = getattr(fn, part, None)
+        try:
+            fn = getattr(fn, part, None)
+        except Exception as e:  # noqa: BLE001 - a property or module __getattr__ that raises
+            raise JudgeError(f"judge '{name}': reading '{attr}' failed ({type(e).__name__}: {e}).") from None
         if fn is None:
             raise JudgeError(f"judge '{name}': module '{module_name}' has no '{attr}'.")
     if not callable(fn):

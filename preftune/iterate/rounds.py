@@ -18,6 +18,7 @@ from ..config import GenerationConfig, ModelConfig, RunConfig
 from ..data.records import Text, as_text
 from ..evaluation.generation import length_stats
 from ..models.generate import Sample, generate
+from ..errors import ConfigError, JudgeError
 from ..evaluation.judges import Judge, load_judge
 from ..evaluation.run import decode, prompt_tokenizer
 from ..models.loading import load_model, load_tokenizer
@@ -116,9 +117,18 @@ def iterate(cfg: RunConfig, show_progress: bool = True) -> list[dict[str, Any]]:
     from ..training.run import train
 
     it = cfg.iterate
-    out = Path(cfg.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    if cfg.output_dir is None:
+        raise ConfigError("iterate keeps each round in output_dir (to resume by round); output_dir is null. Fix: set output_dir.")
     judge = load_judge(it.judge)
+    if judge.kind != "reward":
+        raise JudgeError(f"iterate.judge.name = {judge.name}: a pairwise judge (prompt, a, b); iterate scores each round's greedy answers "
+                         "one by one, which needs a reward judge (prompt, response) -> float. Fix: give a reward judge, or set "
+                         "iterate.judge.kind: reward if the function takes (prompt, response).")
+    out = Path(cfg.output_dir)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f"output_dir {out}: cannot be created ({e.strerror or e}). Fix: choose a folder you can write to.") from None
     train_prompts, eval_prompts = round_prompts(it.prompts, it.rounds * it.prompts_per_round, it.num_eval_prompts, it.eval_prompts, it.seed)
     original = cfg.model.name_or_path
     summaries: list[dict[str, Any]] = []

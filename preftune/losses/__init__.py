@@ -17,7 +17,7 @@ import torch
 from . import pairwise as _pairwise, reference_free as _reference_free  # noqa: F401  (importing registers the losses)
 from . import kto as _kto
 from .kto import KTOOutput, kl_estimate, kto_loss
-from .registry import REGISTRY, LossSpec, get_spec
+from .registry import REGISTRY, LossSpec, check_param, get_spec
 from .types import LossOutput, PairLogps
 
 LOSSES: dict[str, str] = {name: f"{spec.description} [{spec.paper}]" for name, spec in sorted(REGISTRY.items())}
@@ -35,10 +35,12 @@ def loss_params(name: str, given: dict[str, Any]) -> dict[str, Any]:
     """The variant's parameters: its defaults updated with `given`; unknown keys raise ValueError naming the valid ones."""
     if name not in NAMES:
         raise KeyError(f"unknown loss '{name}'; valid names: {', '.join(NAMES)}")
-    defaults = _kto.PARAMS if name == _kto.NAME else get_spec(name).params
+    defaults, domains = (_kto.PARAMS, _kto.DOMAINS) if name == _kto.NAME else (get_spec(name).params, get_spec(name).domains)
     unknown = set(given) - set(defaults)
     if unknown:
         raise ValueError(f"loss '{name}' has no parameter(s) {sorted(unknown)}; it takes {sorted(defaults) or 'none'}")
+    for key, value in given.items():
+        check_param(name, key, value, domains[key])
     return {**defaults, **given}
 
 

@@ -10,6 +10,7 @@ NAME = "kto"
 DESCRIPTION = "KTO: unpaired desirable/undesirable examples against the batch KL reference point"
 PAPER = "Ethayarajh et al. 2024, KTO: Model Alignment as Prospect Theoretic Optimization, eq. 8"
 PARAMS: dict[str, float] = {"desirable_weight": 1.0, "undesirable_weight": 1.0}  # λ_D, λ_U: TRL's KTOConfig defaults
+DOMAINS = {"desirable_weight": "(0, inf)", "undesirable_weight": "(0, inf)"}
 DEFAULT_BETA = 0.1
 
 

@@ -30,13 +30,13 @@ def dpo(x: PairLogps, beta: float) -> LossOutput:
 
 
 @register("cdpo", "Conservative DPO: DPO with label smoothing ε (labels assumed flipped with probability ε).",
-          "Mitchell 2023, A note on DPO with noisy preferences and relationship to IPO", {"label_smoothing": 0.1})
+          "Mitchell 2023, A note on DPO with noisy preferences and relationship to IPO", {"label_smoothing": 0.1}, domains={"label_smoothing": "[0, 0.5]"})
 def cdpo(x: PairLogps, beta: float, label_smoothing: float) -> LossOutput:
     return ref_rewards(x, beta, smoothed_sigmoid(beta * x.margin, label_smoothing))
 
 
 @register("robust", "Robust DPO: unbiased loss under preference noise rate ε, ε in [0, 0.5).",
-          "Chowdhury et al. 2024, Provably Robust DPO, eq. 7", {"label_smoothing": 0.1})
+          "Chowdhury et al. 2024, Provably Robust DPO, eq. 7", {"label_smoothing": 0.1}, domains={"label_smoothing": "[0, 0.5)"})
 def robust(x: PairLogps, beta: float, label_smoothing: float) -> LossOutput:
     if not 0 <= label_smoothing < 0.5:
         raise ValueError(f"robust: label_smoothing must be in [0, 0.5), got {label_smoothing}")
@@ -47,7 +47,7 @@ def robust(x: PairLogps, beta: float, label_smoothing: float) -> LossOutput:
 
 @register("ipo", "Identity Preference Optimization: (h − 1/(2β))²; h per-token averaged by default (TRL), or summed (paper).",
           "Azar et al. 2023, A General Theoretical Paradigm to Understand Learning from Human Preferences, eq. 17",
-          {"normalize": "tokens"})
+          {"normalize": "tokens"}, domains={"normalize": "tokens|sum"})
 def ipo(x: PairLogps, beta: float, normalize: str) -> LossOutput:
     if normalize == "tokens":
         h = x.chosen_logratios / x.chosen_lengths - x.rejected_logratios / x.rejected_lengths
@@ -65,14 +65,14 @@ def hinge(x: PairLogps, beta: float) -> LossOutput:
 
 
 @register("dpop", "DPO-Positive: −log σ(β·(h − λ·max(0, log πref(y_w) − log πθ(y_w)))), so the chosen likelihood cannot fall for free.",
-          "Pal et al. 2024, Smaug: Fixing Failure Modes of Preference Optimisation with DPO-Positive, eq. 3", {"lambda_": 50.0})
+          "Pal et al. 2024, Smaug: Fixing Failure Modes of Preference Optimisation with DPO-Positive, eq. 3", {"lambda_": 50.0}, domains={"lambda_": "[0, inf)"})
 def dpop(x: PairLogps, beta: float, lambda_: float) -> LossOutput:
     penalty = torch.clamp(x.reference_chosen - x.policy_chosen, min=0)
     return ref_rewards(x, beta, -F.logsigmoid(beta * (x.margin - lambda_ * penalty)))
 
 
 @register("rpo", "DPO plus α·NLL of the chosen response (per-token average), as in iterative RPO.",
-          "Pang et al. 2024, Iterative Reasoning Preference Optimization, eq. 1", {"alpha": 1.0})
+          "Pang et al. 2024, Iterative Reasoning Preference Optimization, eq. 1", {"alpha": 1.0}, domains={"alpha": "[0, inf)"})
 def rpo(x: PairLogps, beta: float, alpha: float) -> LossOutput:
     nll = -x.policy_chosen / x.chosen_lengths
     return ref_rewards(x, beta, -F.logsigmoid(beta * x.margin) + alpha * nll)
@@ -92,7 +92,7 @@ def bco_pair(x: PairLogps, beta: float) -> LossOutput:
 
 
 @register("exo_pair", "Efficient exact optimization (EXO-pref), reverse KL to label-smoothed preferences with ε.",
-          "Ji et al. 2024, Towards Efficient Exact Optimization of Language Model Alignment, eq. 16", {"label_smoothing": 1e-3})
+          "Ji et al. 2024, Towards Efficient Exact Optimization of Language Model Alignment, eq. 16", {"label_smoothing": 1e-3}, domains={"label_smoothing": "(0, 1)"})
 def exo_pair(x: PairLogps, beta: float, label_smoothing: float) -> LossOutput:
     if not 0 < label_smoothing < 1:
         raise ValueError(f"exo_pair: label_smoothing must be in (0, 1), got {label_smoothing}")
@@ -131,7 +131,7 @@ def apo_down(x: PairLogps, beta: float) -> LossOutput:
 
 
 @register("aot", "Alignment via optimal transport, paired: sorted policy log-odds against sorted reference log-odds (batch-level).",
-          "Melnyk et al. 2024, Distributional Preference Alignment of LLMs via Optimal Transport", {"label_smoothing": 0.0})
+          "Melnyk et al. 2024, Distributional Preference Alignment of LLMs via Optimal Transport", {"label_smoothing": 0.0}, domains={"label_smoothing": "[0, 0.5]"})
 def aot(x: PairLogps, beta: float, label_smoothing: float) -> LossOutput:
     policy_sorted, _ = torch.sort(x.policy_chosen - x.policy_rejected, dim=0)
     ref_sorted, _ = torch.sort(x.reference_chosen - x.reference_rejected, dim=0)
@@ -139,7 +139,7 @@ def aot(x: PairLogps, beta: float, label_smoothing: float) -> LossOutput:
 
 
 @register("aot_pair", "Alignment via optimal transport, unpaired form: sorted chosen log-ratios against sorted rejected log-ratios (TRL 1.16 'aot_unpaired').",
-          "Melnyk et al. 2024, Distributional Preference Alignment of LLMs via Optimal Transport", {"label_smoothing": 0.0})
+          "Melnyk et al. 2024, Distributional Preference Alignment of LLMs via Optimal Transport", {"label_smoothing": 0.0}, domains={"label_smoothing": "[0, 0.5]"})
 def aot_pair(x: PairLogps, beta: float, label_smoothing: float) -> LossOutput:
     chosen_sorted, _ = torch.sort(x.chosen_logratios, dim=0)
     rejected_sorted, _ = torch.sort(x.rejected_logratios, dim=0)
@@ -147,7 +147,7 @@ def aot_pair(x: PairLogps, beta: float, label_smoothing: float) -> LossOutput:
 
 
 @register("discopop", "DiscoPOP: log-ratio-modulated blend of logistic and exponential losses, temperature τ.",
-          "Chan et al. 2024, Discovering Preference Optimization Algorithms with and for Large Language Models, eq. 5", {"tau": 0.05})
+          "Chan et al. 2024, Discovering Preference Optimization Algorithms with and for Large Language Models, eq. 5", {"tau": 0.05}, domains={"tau": "(0, inf)"})
 def discopop(x: PairLogps, beta: float, tau: float) -> LossOutput:
     z = beta * x.margin
     mix = torch.sigmoid(z / tau)

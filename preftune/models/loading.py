@@ -9,7 +9,7 @@ from typing import Any
 import torch
 
 from ..config import ModelConfig
-from ..errors import ConfigError, ModelError
+from ..errors import ConfigError, ModelError, PreftuneError
 from ..run_files import ADAPTER_CONFIG, CONFIG, MERGED_DIR, MODEL_DIR
 from .attention import IMPLEMENTATIONS
 from .embedded import EMBEDDED_NAME, convert_gguf, embedded_model_dir, models_cache_dir
@@ -36,12 +36,21 @@ def resolve_model_path(name_or_path: str) -> str:
     if path.is_dir():
         return str(path)
     if path.suffix == ".gguf":
-        if not path.exists():
+        if not path.is_file():
             raise ModelError(f"{name_or_path}: GGUF file not found. Fix: check model.name_or_path.")
+        with path.open("rb") as f:
+            magic = f.read(4)
+        if magic != b"GGUF":
+            raise ModelError(f"{name_or_path}: not a GGUF file (it does not start with the GGUF magic bytes). Fix: give a .gguf written by "
+                             "llama.cpp's converter or `preftune export --to gguf`, or a Hugging Face folder.")
         stat = path.stat()
         target = models_cache_dir() / f"{path.stem}-{stat.st_size}-{int(stat.st_mtime)}"
         if not (target / "model.safetensors").exists():
-            convert_gguf(path.resolve(), target)
+            try:
+                convert_gguf(path.resolve(), target)
+            except Exception as e:  # noqa: BLE001 - a damaged or unsupported file fails in many ways inside gguf/transformers
+                raise ModelError(f"{name_or_path}: cannot read this GGUF file ({type(e).__name__}: {e}). Fix: give a complete GGUF of a "
+                                 "Llama-family model (a truncated download fails here), or a Hugging Face folder.") from None
         return str(target)
     return name_or_path
 
@@ -52,7 +61,9 @@ def load_tokenizer(name_or_path: str, trust_remote_code: bool = False) -> Any:
     path = resolve_model_path(name_or_path)
     try:
         tok = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
-    except (OSError, ValueError) as e:
+    except PreftuneError:
+        raise
+    except Exception as e:  # noqa: BLE001 - missing, damaged or foreign tokenizer files fail in many ways
         raise ModelError(f"{name_or_path}: cannot load a tokenizer ({e}). Fix: point model.name_or_path at a folder with tokenizer files.") from None
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token
@@ -77,7 +88,9 @@ def load_model(cfg: ModelConfig, name_or_path: str | None = None, trainable: boo
             model.name_or_path = model.config._name_or_path = path  # an adapter trained on it names this as its base, not the bare base
         else:
             model = AutoModelForCausalLM.from_pretrained(path, attn_implementation=IMPLEMENTATIONS[cfg.attention], **kwargs)
-    except (OSError, ValueError) as e:
+    except PreftuneError:
+        raise
+    except Exception as e:  # noqa: BLE001 - missing, damaged or unsupported model files fail in many ways
         raise ModelError(f"{name_or_path or cfg.name_or_path}: cannot load the model ({type(e).__name__}: {e}). "
                          "Fix: point model.name_or_path at a Hugging Face folder, a hub name, a .gguf file, or smollm2-135m-instruct.") from None
     model.config.use_cache = False

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from ..errors import PreftuneError
 from ..training.artifacts import write_text_atomic
 from ..training.callbacks import Callback, TrainResult
 
@@ -19,11 +20,17 @@ REPORT = "report.html"
 def write_report(run_dir: Path | str, pngs: bool = True) -> Path:
     """Write RUN_DIR/report.html (and RUN_DIR/plots/*.png); returns the page's path."""
     view = collect(Path(run_dir))
-    charts = chart_data(view.train_rows, view.eval_rows, PANELS_OF[view.kind])
-    markers = diagnostic_steps(view.train_rows, view.eval_rows, view.diagnostics)
-    written = write_pngs(charts, markers, view.run_dir / "plots") if pngs else []
     page = view.run_dir / REPORT
-    write_text_atomic(page, render(view, charts, markers, [p.name for p in written]))
+    try:
+        charts = chart_data(view.train_rows, view.eval_rows, PANELS_OF[view.kind])
+        markers = diagnostic_steps(view.train_rows, view.eval_rows, view.diagnostics)
+        written = write_pngs(charts, markers, view.run_dir / "plots") if pngs else []
+        write_text_atomic(page, render(view, charts, markers, [p.name for p in written]))
+    except OSError as e:
+        raise PreftuneError(f"{view.run_dir}: the report cannot be written there ({e.strerror or e}). Fix: make the run folder writable.") from None
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as e:  # the run's files parse but hold other shapes
+        raise PreftuneError(f"{view.run_dir}: its files are not in the shape preftune writes ({type(e).__name__}: {e}). "
+                            "Fix: re-run the training, or restore the run folder's JSON files.") from None
     return page
 
 

@@ -7,10 +7,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
 
 from ..errors import PreftuneError
-from ..run_files import CONFIG, DATA_SUMMARY, DIAGNOSTICS, EVAL_PAIRS, METRICS, SAMPLES, SUMMARY
+from ..run_files import CONFIG, DATA_SUMMARY, DIAGNOSTICS, EVAL_PAIRS, METRICS, SAMPLES, SUMMARY, read_run_file
 
 
 @dataclass
@@ -36,38 +35,46 @@ class RunView:
 
     @property
     def train_rows(self) -> list[dict[str, Any]]:
-        return [m for m in self.metrics if "loss" in m]
+        return [m for m in self.metrics if _number(m.get("loss")) and _number(m.get("step"))]
 
     @property
     def eval_rows(self) -> list[dict[str, Any]]:
-        return [m for m in self.metrics if "eval/loss" in m]
+        return [m for m in self.metrics if _number(m.get("eval/loss")) and _number(m.get("step"))]
 
     @property
     def finished(self) -> bool:
         return bool(self.summary)
 
 
-def _json(path: Path, default: Any) -> Any:
-    if not path.exists():
-        return default
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise PreftuneError(f"{path}: line {e.lineno}: not valid JSON ({e.msg}). Fix: re-run training or delete the file.") from None
+def _number(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+def _json(path: Path, default: dict[str, Any]) -> dict[str, Any]:
+    value = read_run_file(path) if path.exists() else default
+    if not isinstance(value, dict):
+        raise PreftuneError(f"{path}: not a JSON object. Fix: re-run the training, or delete the file.")
+    return value
 
 
 def _jsonl(path: Path) -> list[dict[str, Any]]:
     """Records of a JSON-lines file; a last line cut short by a crash is ignored."""
     if not path.exists():
         return []
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError as e:
+        raise PreftuneError(f"{path}: cannot be read ({e.strerror or e}). Fix: check the run folder's permissions.") from None
     rows = []
-    for line in path.read_text().splitlines():
+    for line in text.splitlines():
         if not line.strip():
             continue
         try:
-            rows.append(json.loads(line))
+            row = json.loads(line)
         except json.JSONDecodeError:
             continue
+        if isinstance(row, dict):
+            rows.append(row)
     return rows
 
 
@@ -78,6 +85,8 @@ def collect(run_dir: Path) -> RunView:
         raise PreftuneError(f"{run_dir}: no {METRICS} here, so this is not a preftune run folder. "
                             "Fix: give the output_dir of a `preftune train` run.")
     config_path = run_dir / CONFIG
-    config = yaml.safe_load(config_path.read_text()) if config_path.exists() else {}
+    config = read_run_file(config_path, "yaml") if config_path.exists() else {}
+    if not isinstance(config or {}, dict):
+        raise PreftuneError(f"{config_path}: not a mapping of config sections. Fix: restore the run's config.yaml.")
     return RunView(run_dir, config or {}, _jsonl(run_dir / METRICS), _json(run_dir / SUMMARY, {}),
                    _json(run_dir / DATA_SUMMARY, {}), _jsonl(run_dir / EVAL_PAIRS), _json(run_dir / DIAGNOSTICS, {}), _jsonl(run_dir / SAMPLES))

@@ -58,6 +58,11 @@ def set_rng_state(state: dict[str, Any]) -> None:
     np.random.set_state((n[0], np.array(n[1], dtype=np.uint32), *n[2:]))
 
 
+def checkpoint_bytes(model: torch.nn.Module) -> int:
+    """Bytes of one checkpoint: each trainable weight and AdamW's two moments of it (kept in the weight's dtype)."""
+    return sum(3 * p.numel() * p.element_size() for p in model.parameters() if p.requires_grad)
+
+
 def save_checkpoint(output_dir: Path, state: TrainState, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
                     scheduler: Any, keep: int, save_model: Any) -> Path:
     """Write checkpoint-{step} atomically; keep the newest `keep` checkpoints. `save_model(model, folder)` writes weights."""

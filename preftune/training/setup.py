@@ -23,12 +23,13 @@ from ..data.prepare import TokenizedSplit, prepare_data
 from ..data.stream import BatchSource, BatchStream
 from ..data.unpaired import kl_pairs, weight_advice
 from ..errors import ConfigError, PreftuneError
+from ..run_files import check_writable
 from ..models.compiling import compile_layers
 from ..models.loading import add_lora, is_peft, load_model, load_tokenizer
 from ..models.logprobs import LogpsModel
 from .artifacts import CONFIG, DATA_SUMMARY, DIAGNOSTICS, EVAL_PAIRS, METRICS, data_summary, eval_pair_records, write_json, write_jsonl
 from .callbacks import Metrics
-from .checkpoint import TrainState, latest_valid_checkpoint, load_checkpoint, remove_partial, save_checkpoint, verify
+from .checkpoint import TrainState, checkpoint_bytes, latest_valid_checkpoint, load_checkpoint, remove_partial, save_checkpoint, verify
 from .diagnostics import Diagnostics
 from .outputs import load_trainable, save_trainable, write_config
 from .reference import (AdapterDisabledReference, NoReference, PrecomputedReference, Reference, SeparateReference, StartAdapterReference,
@@ -160,18 +161,24 @@ def make_optimizer(model: torch.nn.Module, cfg: RunConfig, total_steps: int, sha
     return optimizer, scheduler
 
 
-def preflight(output_dir: Path, need_bytes: int) -> None:
-    """Fail before loading anything when the output folder cannot be written or has no room."""
-    try:
-        output_dir.mkdir(parents=True, exist_ok=True)
-        probe = output_dir / ".preftune-write-test"
-        probe.write_text("ok")
-        probe.unlink()
-    except OSError as e:
-        raise PreftuneError(f"output_dir {output_dir}: not writable ({e.strerror}). Fix: choose a folder you can write to.") from None
+def space_needed(model: torch.nn.Module, cfg: RunConfig, total_steps: int) -> int:
+    """Bytes the run writes at most: the checkpoints that exist at once (`train.save_total_limit` kept, plus the one being
+    written; at least one, which an interrupt writes), the final trainable weights, and the merged model when asked."""
+    trainable = sum(p.numel() * p.element_size() for p in model.parameters() if p.requires_grad)
+    whole = sum(p.numel() * p.element_size() for p in model.parameters())
+    planned = total_steps // cfg.train.save_every if cfg.train.save_every else 1
+    at_once = min(cfg.train.save_total_limit, max(planned, 1)) + 1
+    merged = whole if cfg.train.merge_adapter else 0
+    return int(checkpoint_bytes(model) * at_once + trainable + merged + 16 * 2**20)
+
+
+def check_space(output_dir: Path, need_bytes: int) -> None:
+    """Fail before training when the output folder's disk has less room than the run will write."""
     free = shutil.disk_usage(output_dir).free
     if free < need_bytes:
-        raise PreftuneError(f"output_dir {output_dir}: {free / 2**20:.0f} MiB free, a checkpoint needs about {need_bytes / 2**20:.0f} MiB. Fix: free space or choose another folder.")
+        raise PreftuneError(f"output_dir {output_dir}: {free / 2**20:.0f} MiB free, but this run writes up to about {need_bytes / 2**20:.0f} MiB "
+                            "(checkpoints with optimizer state, the final model). Fix: free space, choose another folder, or lower "
+                            "train.save_total_limit.")
 
 
 @dataclass
@@ -374,7 +381,7 @@ def setup_run(cfg: RunConfig, model: torch.nn.Module | None = None, tokenizer: A
     resume state, run folder and trackers. `cfg.output_dir` None trains in memory (no files)."""
     out_dir = Path(cfg.output_dir) if cfg.output_dir else None
     if out_dir is not None:
-        preflight(out_dir, 64 * 2**20)
+        check_writable(out_dir, "output_dir")
     elif cfg.train.save_every:
         logger.info("train.save_every is ignored: an in-memory run (output_dir=None) writes no checkpoints")
     accelerator = make_accelerator(cfg)
@@ -387,6 +394,8 @@ def setup_run(cfg: RunConfig, model: torch.nn.Module | None = None, tokenizer: A
     strategy = resolve_strategy(cfg, lora)
     needs_copy = model is not None and cfg.reference.name_or_path is None and (strategy == "separate" or (strategy == "precomputed" and not lora))
     policy, frozen = setup_policy(cfg, model, needs_copy)
+    if out_dir is not None and accelerator.is_main_process:
+        check_space(out_dir, space_needed(policy, cfg, total_steps))
     policy = policy.to(accelerator.device)
     if cfg.train.gradient_checkpointing:
         policy.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
