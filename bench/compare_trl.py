@@ -6,7 +6,7 @@ is the one compared. Both train on the same pairs (the first steps × batch of H
 records), the same batch, max_length 512, the same number of steps; the first `--warmup` steps are not timed.
 
     python bench/compare_trl.py --quick          # LoRA r=8 on q,v; under 10 minutes on a 2-core CPU
-    python bench/compare_trl.py                  # LoRA and full fine-tuning, more steps; also tries preftune with
+    python bench/compare_trl.py                  # LoRA and full fine-tuning, 9 steps (8 timed), 3 rounds; also tries preftune with
                                                  # torch.compile, gradient checkpointing, and foreach AdamW
 
 Writes bench/results/compare_trl.json and compare_trl.md; the last line printed is
@@ -42,17 +42,26 @@ PREFTUNE_OPTIONAL = [{"reference.strategy": "precomputed", "train.compile": "tru
 # ---------------------------------------------------------------- shared set-up
 
 def write_pairs(n: int, path: Path, data: Path = DATA, tokenizer: str | None = None) -> dict[str, float]:
-    """The first `n` pairs of `data` as standard explicit-prompt records; returns their token counts (with `tokenizer`,
-    default the embedded SmolLM2's, tokenized as the runs tokenize them: max_length 512, no prompt limit)."""
+    """The first `n` pairs of `data` that both trainers keep whole (prompt + the longer response within max_length, so
+    neither truncates nor drops anything and both train on the same tokens), written as standard explicit-prompt
+    records; returns their token counts (with `tokenizer`, default the embedded SmolLM2's), the counts of both trainers."""
     from preftune.config import DataConfig
     from preftune.data.pipeline import load_examples
     from preftune.data.tokenize import PairTokenizer
     from preftune.models.loading import load_tokenizer, resolve_model_path
 
-    examples = load_examples(str(data), DataConfig(on_error="skip").load_settings()).examples[:n]
-    path.write_text("".join(json.dumps({"prompt": e.prompt, "chosen": e.chosen, "rejected": e.rejected}) + "\n" for e in examples))
-    tok = PairTokenizer(load_tokenizer(tokenizer or resolve_model_path(MODEL)), DataConfig(max_length=MAX_LENGTH, max_prompt_length=None).tokenize_settings())
-    pairs = [p for p in (tok(e) for e in examples) if p]
+    tok = PairTokenizer(load_tokenizer(tokenizer or resolve_model_path(MODEL)), DataConfig(max_length=None, max_prompt_length=None).tokenize_settings())
+    kept, pairs = [], []
+    for e in load_examples(str(data), DataConfig(on_error="skip").load_settings()).examples:
+        t = tok(e)
+        if t is not None and len(t.prompt) + max(len(t.chosen), len(t.rejected)) <= MAX_LENGTH:
+            kept.append(e)
+            pairs.append(t)
+        if len(kept) == n:
+            break
+    if len(kept) < n:
+        raise SystemExit(f"{data}: only {len(kept)} pairs fit max_length {MAX_LENGTH} whole; ask for fewer steps or a smaller batch")
+    path.write_text("".join(json.dumps({"prompt": e.prompt, "chosen": e.chosen, "rejected": e.rejected}) + "\n" for e in kept))
     return {"pairs": len(pairs), "prompt": sum(len(p.prompt) for p in pairs), "chosen": sum(len(p.chosen) for p in pairs),
             "rejected": sum(len(p.rejected) for p in pairs)}
 
@@ -181,7 +190,9 @@ def run_worker(spec: dict[str, Any]) -> dict[str, Any]:
 
 def launch(spec: dict[str, Any], log: Path, script: str = __file__) -> dict[str, Any]:
     """Run one worker (`script --worker SPEC`) in its own process; its log goes to `log`, its JSON result comes back."""
-    env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1"}
+    caches = Path(spec["out"] + "-caches")  # each run its own: no run reuses tokenized data or reference log-probs of another
+    env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1", "PREFTUNE_CACHE": str(caches / "preftune"),
+           "PREFTUNE_DATA_CACHE": str(caches / "preftune-data"), "HF_DATASETS_CACHE": str(caches / "datasets")}
     proc = subprocess.run([sys.executable, script, "--worker", json.dumps(spec)], capture_output=True, text=True, env=env)
     log.write_text(proc.stdout + proc.stderr)
     if proc.returncode != 0:
@@ -227,7 +238,7 @@ def compare(mode: str, batch: int, steps: int, warmup: int, rounds: int, trl_var
         runs["preftune"].append(go("preftune", our_best["options"]))
         runs["trl"].append(go("trl", best["options"]))
     med = medians(runs)
-    return {"mode": mode, "batch": batch, "steps": steps, "warmup_steps": warmup, "pairs": tokens["pairs"], "tokens_per_pair": per_pair,
+    return {"spread": spread(runs), "mode": mode, "batch": batch, "steps": steps, "warmup_steps": warmup, "pairs": tokens["pairs"], "tokens_per_pair": per_pair,
             "trl_variants": tried, "trl_best_options": best["options"],
             "preftune_variants": ours, "preftune_best_options": our_best["options"], "runs": runs, "median": med,
             "ratio_pairs_per_s": med["preftune"]["pairs_per_s"] / med["trl"]["pairs_per_s"],
@@ -241,6 +252,17 @@ def medians(runs: dict[str, list[dict[str, Any]]]) -> dict[str, dict[str, float]
             for k, v in runs.items()}
 
 
+def spread(runs: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+    """Min, median and max pairs/s of each trainer over the rounds, and the per-round ratio preftune/TRL (round i's
+    preftune run against round i's TRL run, which ran right after it) with its min and max."""
+    out: dict[str, Any] = {k: {"min": min(r["pairs_per_s"] for r in v), "median": statistics.median(r["pairs_per_s"] for r in v),
+                               "max": max(r["pairs_per_s"] for r in v)} for k, v in runs.items()}
+    ratios = [a["pairs_per_s"] / b["pairs_per_s"] for a, b in zip(runs["preftune"], runs["trl"], strict=True)]
+    out["ratio_by_round"] = ratios
+    out["ratio_min"], out["ratio_max"] = min(ratios), max(ratios)
+    return out
+
+
 def rescore(result: dict[str, Any]) -> dict[str, Any]:
     """Recompute the FLOP accounting of a stored result from its measured pairs/s (no run is repeated)."""
     machine, params = result["machine"]["matmul_gflops"] * 1e9, result["model_params"]
@@ -251,6 +273,7 @@ def rescore(result: dict[str, Any]) -> dict[str, Any]:
             r["model_flops_per_s"] = r["pairs_per_s"] * r["useful_flops_per_pair"]
             r["mfu"] = r["model_flops_per_s"] / machine
         c["median"] = medians(c["runs"])
+        c["spread"] = spread(c["runs"])
     return result
 
 
@@ -275,6 +298,13 @@ def markdown(result: dict[str, Any]) -> str:
             lines.append(f"| {c['mode']} | {trainer} | {settings} | {m['pairs_per_s']:.3f} | {m['tokens_per_s']:.0f} | {m['peak_rss_mib']:.0f} | "
                          f"{m['mfu']:.1%} | {run0['first_loss']:.4f} | {run0['first_logps_chosen']:.2f} |")
         lines.append(f"| {c['mode']} | **ratio** preftune/TRL | | **{c['ratio_pairs_per_s']:.2f}×** | | **{c['ratio_peak_rss']:.2f}×** | | | |")
+    lines += ["", "Spread over the rounds (pairs/s; each round runs preftune then TRL):", "",
+              "| mode | preftune min / median / max | TRL min / median / max | ratio per round (min – max) |", "|---|---|---|---|"]
+    for c in result["comparisons"]:
+        sp = c.get("spread") or spread(c["runs"])
+        fmt = lambda d: f"{d['min']:.3f} / {d['median']:.3f} / {d['max']:.3f}"  # noqa: E731
+        lines.append(f"| {c['mode']} | {fmt(sp['preftune'])} | {fmt(sp['trl'])} | {', '.join(f'{r:.2f}' for r in sp['ratio_by_round'])} "
+                     f"({sp['ratio_min']:.2f} – {sp['ratio_max']:.2f}) |")
     lines += ["", "Configurations tried before the A B A B rounds (one run each; the fastest of each trainer is compared):", ""]
     for c in result["comparisons"]:
         for trainer in ("trl", "preftune"):
@@ -287,7 +317,8 @@ def markdown(result: dict[str, Any]) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--worker", help=argparse.SUPPRESS)
-    ap.add_argument("--quick", action="store_true", help="LoRA only, 3 steps of 4 pairs (1 warm-up), 2 rounds: under 10 minutes")
+    ap.add_argument("--quick", action="store_true", help="LoRA only, 3 steps of 4 pairs (1 warm-up), 2 rounds: under 10 minutes "
+                    "(the full mode: 9 steps, 8 of them timed, 3 rounds)")
     ap.add_argument("--batch", type=int)
     ap.add_argument("--steps", type=int)
     ap.add_argument("--rounds", type=int)
@@ -307,7 +338,7 @@ def main() -> None:
     if not DATA.exists():
         sys.exit(f"{DATA} is missing: the benchmark needs ../shared/data beside the checkout")
     quick = args.quick
-    batch, steps, rounds = args.batch or 4, args.steps or (3 if quick else 6), args.rounds or 2
+    batch, steps, rounds = args.batch or 4, args.steps or (3 if quick else 9), args.rounds or (2 if quick else 3)  # full: 8 timed steps
     modes = (args.modes or ("lora" if quick else "lora,full")).split(",")
     variants = [{"gradient_checkpointing": g, "precompute_ref_log_probs": p} for g in (False, True) for p in (False, True)]
     if quick:

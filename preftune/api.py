@@ -106,11 +106,16 @@ def evaluate(model: str | Path | torch.nn.Module, data: DataLike, *, reference: 
         One JSON-ready dict: `preference`, and `generation` when asked for.
     """
     from .config import JudgeConfig
+    from .evaluation.judges import load_judge
     from .evaluation.models import EvalModels, load_eval_models
+    from .run_files import check_writable
     from .evaluation.run import EvalSettings, run_eval
     from .training.reference import AdapterDisabledReference, NoReference, SeparateReference
 
     cfg = load_config(config, overrides)
+    judge_cfg = JudgeConfig(name=judge) if isinstance(judge, str) else judge
+    if judge_cfg is not None:
+        load_judge(judge_cfg)  # a judge that cannot be imported fails before any model loads
     if batch_size < 1:
         raise ConfigError(f"batch_size = {batch_size}: must be at least 1 (--batch-size).")
     if max_pairs is not None and max_pairs < 1:
@@ -149,7 +154,8 @@ def evaluate(model: str | Path | torch.nn.Module, data: DataLike, *, reference: 
         loss_cfg = models.source.loss() or loss_cfg
     if output_dir is DEFAULT_EVAL_DIR:
         output_dir = run_dir / "eval" if run_dir is not None else Path("runs/eval")
-    judge_cfg = JudgeConfig(name=judge) if isinstance(judge, str) else judge
+    if output_dir is not None:
+        check_writable(Path(output_dir), "output_dir (--output-dir)")  # before the scoring, not after it
     settings = EvalSettings(loss=loss_cfg, beta=beta, max_pairs=max_pairs, batch_size=batch_size, generate=generate or judge_cfg is not None,
                             judge=judge_cfg, show_progress=progress)
     source = as_sources(data, "data")
@@ -165,3 +171,12 @@ def sft(config: ConfigLike = None, *, overrides: Overrides | None = None, **kwar
     `model.name_or_path` at the run folder to start DPO from it, with it as the reference."""
     merged: Overrides = {**overrides, "stage": "sft"} if isinstance(overrides, dict) else [*(overrides or []), "stage=sft"]
     return train(config, overrides=merged, **kwargs)
+
+
+def export_model(source: str | Path, to: str = "gguf", output: str | Path = "model.gguf", dtype: str = "f16") -> Path:
+    """Write a run's model (a run folder, model or adapter folder, .gguf, or the embedded model; LoRA merged) as one
+    GGUF file (`to="gguf"`: f32, f16 or q8_0, for llama.cpp and Ollama) or a merged Hugging Face folder (`to="hf"`:
+    f32, f16 or bf16). What `preftune export` does; returns the path written."""
+    from .export import export
+
+    return export(source, to, output, dtype)

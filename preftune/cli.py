@@ -221,6 +221,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     cfg = load_config(args.config, args.overrides)
     judge = None
+    if args.judge_args and not args.judge:
+        raise ConfigError("--judge-args: given without --judge. Fix: name the judge (--judge module:function), or drop --judge-args.")
     if args.judge:
         try:
             judge_args = json.loads(args.judge_args) if args.judge_args else {}

@@ -131,23 +131,78 @@ def pair_length(p: TokenizedPair) -> int:
     return len(p.prompt) + max(len(p.chosen), len(p.rejected))
 
 
-def pack_rows(lengths: Sequence[int], row_tokens: int) -> list[list[int]]:
-    """Segments (by position in `lengths`) grouped into rows: the fewest rows of at most `row_tokens` tokens (or the
-    longest segment, where that is longer), balanced longest-first onto the least-filled row, so the longest row, to
-    which all rows are padded, stays close to the mean."""
+EXACT_SEGMENTS = 12  # batches up to this many segments get an exhaustive search for the fewest rows
+
+
+def pack_rows(lengths: Sequence[int], row_tokens: int, search_nodes: int = 20_000) -> list[list[int]]:
+    """Segments (by position in `lengths`) grouped into rows of at most `row_tokens` tokens (or the longest segment,
+    where that is longer). For each row count from the lower bound up: the longest-first balanced split (each segment
+    onto the least-filled row, so the longest row, to which all are padded, stays close to the mean) when it fits, else
+    first-fit-decreasing, else, for up to `EXACT_SEGMENTS` segments, an exhaustive search (at most `search_nodes`
+    steps): the fewest rows for such batches; above that, the best of the two heuristics."""
     order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
     cap = max(row_tokens, max(lengths))
-    n = max(1, -(-sum(lengths) // cap))
+    n = max(1, -(-sum(lengths) // cap), sum(2 * x > cap for x in lengths))  # segments over half a row never share one
     while True:
-        rows: list[list[int]] = [[] for _ in range(n)]
-        load = [0] * n
-        for i in order:
-            r = min(range(n), key=load.__getitem__)
+        for rows in (_balanced(order, lengths, n), _first_fit(order, lengths, n, cap)):
+            if rows is not None and max(sum(lengths[i] for i in row) for row in rows) <= cap:
+                return [row for row in rows if row]
+        found = _exact(order, lengths, n, cap, search_nodes) if len(lengths) <= EXACT_SEGMENTS else None
+        if found is not None:
+            return [row for row in found if row]
+        n += 1
+
+
+def _first_fit(order: list[int], lengths: Sequence[int], n: int, cap: int) -> list[list[int]] | None:
+    rows: list[list[int]] = [[] for _ in range(n)]
+    load = [0] * n
+    for i in order:
+        r = next((r for r in range(n) if load[r] + lengths[i] <= cap), None)
+        if r is None:
+            return None
+        rows[r].append(i)
+        load[r] += lengths[i]
+    return rows
+
+
+def _balanced(order: list[int], lengths: Sequence[int], n: int) -> list[list[int]]:
+    rows: list[list[int]] = [[] for _ in range(n)]
+    load = [0] * n
+    for i in order:
+        r = min(range(n), key=load.__getitem__)
+        rows[r].append(i)
+        load[r] += lengths[i]
+    return rows
+
+
+def _exact(order: list[int], lengths: Sequence[int], n: int, cap: int, budget: int) -> list[list[int]] | None:
+    """An assignment of the segments (longest first) to `n` rows of at most `cap` tokens, or None when there is none or
+    the search ran out of `budget` steps."""
+    rows: list[list[int]] = [[] for _ in range(n)]
+    load = [0] * n
+    steps = 0
+
+    def place(k: int) -> bool:
+        nonlocal steps
+        if k == len(order):
+            return True
+        steps += 1
+        if steps > budget:
+            return False
+        i, tried = order[k], set()
+        for r in range(n):
+            if load[r] in tried or load[r] + lengths[i] > cap:
+                continue  # rows with the same load are interchangeable
+            tried.add(load[r])
             rows[r].append(i)
             load[r] += lengths[i]
-        if max(load) <= cap:
-            return [row for row in rows if row]
-        n += 1
+            if place(k + 1):
+                return True
+            rows[r].pop()
+            load[r] -= lengths[i]
+        return False
+
+    return rows if place(0) else None
 
 
 def collate_shared(pairs: Sequence[TokenizedPair], indices: Sequence[int], pad_id: int, row_tokens: int | None = None) -> PreferenceBatch:

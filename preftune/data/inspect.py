@@ -14,6 +14,7 @@ from .records import PreferencePair, as_text
 from ..stats import length_stats
 
 PERCENTILES = (90, 99)
+SHOWN = 20  # bad records listed in the text report
 
 
 def length_bias(chosen: list[int], rejected: list[int]) -> dict[str, float]:
@@ -27,14 +28,15 @@ def length_bias(chosen: list[int], rejected: list[int]) -> dict[str, float]:
 
 
 def inspect_data(settings: DataSettings, tokenizer: Any | None = None) -> dict[str, Any]:
-    """The inspection report of `settings.train` as one dict (JSON-ready); token statistics need a tokenizer, else
-    characters are used."""
+    """The inspection report of `settings.train` as one dict (JSON-ready): bad records are counted by kind and listed
+    (whatever `data.on_error` says: inspection reports problems rather than stopping at them), and the statistics cover
+    the good ones; token statistics need a tokenizer, else characters are used."""
     sources = [str(s) for s in settings.train] if isinstance(settings.train, (list, tuple)) else [str(settings.train)]
-    loaded: LoadedData = load_examples(settings.train, settings.load)
+    loaded: LoadedData = load_examples(settings.train, replace(settings.load, on_error="skip"), require_records=False)
     pairs = [e for e in loaded.examples if isinstance(e, PreferencePair)]
     report: dict[str, Any] = {"sources": sources, "format": loaded.format, "records_read": loaded.n_read, "examples": len(loaded.examples),
                               "errors_by_kind": loaded.errors, "removed_by_filter": loaded.removed,
-                              "first_errors": [str(p) for p in loaded.problems[:5]]}
+                              "bad_records": [str(p) for p in loaded.problems]}
     if tokenizer is None:
         unit = "characters"
         p = [len(as_text(e.prompt)) for e in pairs]
@@ -66,8 +68,9 @@ def render_report(report: dict[str, Any]) -> str:
     lines = [f"sources: {', '.join(report['sources'])}", f"format: {report['format']}",
              f"records read: {report['records_read']}   examples kept: {report['examples']}"]
     if report["errors_by_kind"]:
-        lines.append("errors by kind: " + ", ".join(f"{k}: {v}" for k, v in report["errors_by_kind"].items()))
-        lines += [f"  {e}" for e in report["first_errors"]]
+        bad = report["bad_records"]
+        lines.append(f"bad records: {len(bad)} (" + ", ".join(f"{k}: {v}" for k, v in report["errors_by_kind"].items()) + ")")
+        lines += [f"  {e}" for e in bad[:SHOWN]] + ([f"  ... and {len(bad) - SHOWN} more (--json lists them all)"] if len(bad) > SHOWN else [])
     if report["removed_by_filter"]:
         lines.append("removed by filters: " + ", ".join(f"{k}: {v}" for k, v in report["removed_by_filter"].items()))
     lines.append(f"lengths ({report['length_unit']}):")

@@ -53,9 +53,9 @@ class LoadedData:
 Sources = str | InMemoryRecords | Sequence[str]
 
 
-def load_examples(sources: Sources, settings: LoadSettings) -> LoadedData:
+def load_examples(sources: Sources, settings: LoadSettings, require_records: bool = True) -> LoadedData:
     """Read every source (paths, dataset names, builtins or records from Python), apply the recipe or mapping,
-    validate, normalize and filter; logs each count."""
+    validate, normalize and filter; logs each count. With `require_records` (training), no usable record is an error."""
     specs: list[str | InMemoryRecords] = [sources] if isinstance(sources, (str, InMemoryRecords)) else list(sources)
     if not specs:
         raise DataError("no data sources given. Fix: set data.train to a file, folder or dataset name.")
@@ -83,7 +83,7 @@ def load_examples(sources: Sources, settings: LoadSettings) -> LoadedData:
     logger.info("data: %s format detected; %d record(s) read, %d kept", fmt, n_read, len(kept))
     for reason, n in removed.items():
         logger.info("data: removed %d record(s): %s", n, reason)
-    if not kept:
+    if not kept and require_records:
         raise DataError(f"{', '.join(map(str, specs))}: no usable records left after validation and filters ({dict(removed)}). Fix: check the data or loosen data.filters.")
     return LoadedData(kept, fmt, n_read, log.counts(), dict(removed), log.problems)
 

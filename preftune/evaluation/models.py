@@ -14,7 +14,7 @@ import yaml
 
 from ..config import LossConfig, ModelConfig
 from ..errors import ConfigError, ModelError
-from ..models.loading import load_model, load_tokenizer
+from ..models.loading import check_same_vocabulary, load_model, load_tokenizer
 from ..training.artifacts import CONFIG, MERGED_DIR, MODEL_DIR
 from ..training.reference import AdapterDisabledReference, NoReference, Reference, SeparateReference
 
@@ -101,7 +101,9 @@ def load_eval_models(model: str, reference: str | None, dtype: str = "float32", 
     ref_name = None
     if not reference_free:
         if reference is not None:
-            ref, ref_name = SeparateReference(load_model(cfg, resolve_run_folder(reference).model, trainable=False).to(device), chunk), reference
+            ref_model = load_model(cfg, resolve_run_folder(reference).model, trainable=False)
+            check_same_vocabulary(policy, ref_model, reference, "--reference", tokenizer)
+            ref, ref_name = SeparateReference(ref_model.to(device), chunk), reference
         elif is_adapter:
             ref, ref_name = AdapterDisabledReference(policy, chunk), f"adapter disabled (its base: {base_name})"
         elif found.start is not None:

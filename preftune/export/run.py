@@ -11,6 +11,7 @@ from typing import Any
 import torch
 
 from ..errors import ConfigError
+from ..run_files import check_writable
 from ..evaluation.models import load_eval_models
 from .gguf_file import GGUF_DTYPES, write_gguf
 
@@ -47,18 +48,26 @@ def export(source: str | Path, to: str, output: str | Path, dtype: str = "f16") 
         raise ConfigError(f"-o {output}: a GGUF export is one file; name it *.gguf.")
     if out.exists() and (out.is_file() if to == "hf" else out.is_dir()):
         raise ConfigError(f"-o {output}: exists and is a {'file' if out.is_file() else 'folder'}. Fix: choose a new path.")
+    check_writable(out.parent, "-o: the folder of")
     model, tokenizer = merged_model(str(source))
-    if to == "gguf":
-        path = write_gguf(model, tokenizer, out, dtype, name=Path(str(source)).name)
-    else:
-        tmp = out.with_name(f".{out.name}.tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        model.to(HF_DTYPES[dtype]).save_pretrained(tmp, safe_serialization=True)
-        tokenizer.save_pretrained(tmp)
-        (tmp / "README.md").write_text(model_card(str(source), "a Hugging Face folder", dtype), encoding="utf-8")
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.replace(out)
-        path = out
+    try:
+        path = write(model, tokenizer, source, to, out, dtype)
+    except OSError as e:
+        raise ConfigError(f"-o {output}: writing failed ({e.strerror or e}). Fix: free space or choose another path.") from None
     logger.info("export: %s written", path)
     return path
+
+
+def write(model: torch.nn.Module, tokenizer: Any, source: str | Path, to: str, out: Path, dtype: str) -> Path:
+    """Write `model` as one GGUF file or a Hugging Face folder (through a temporary folder, replaced at the end)."""
+    if to == "gguf":
+        return write_gguf(model, tokenizer, out, dtype, name=Path(str(source)).name)
+    tmp = out.with_name(f".{out.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.to(HF_DTYPES[dtype]).save_pretrained(tmp, safe_serialization=True)
+    tokenizer.save_pretrained(tmp)
+    (tmp / "README.md").write_text(model_card(str(source), "a Hugging Face folder", dtype), encoding="utf-8")
+    if out.exists():
+        shutil.rmtree(out)
+    tmp.replace(out)
+    return out

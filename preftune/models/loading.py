@@ -118,6 +118,21 @@ def load_adapter_merged(path: str, adapter_config: Path, cfg: ModelConfig, kwarg
     return PeftModel.from_pretrained(base, path).merge_and_unload().requires_grad_(True)  # peft froze the base; trainable unless asked not to
 
 
+def check_same_vocabulary(policy: torch.nn.Module, reference: torch.nn.Module, reference_name: str, key: str,
+                          policy_tokenizer: Any = None) -> None:
+    """A ModelError naming `key` when the reference cannot score the policy's token ids: another number of output rows
+    (token ids), or, when the reference folder has a tokenizer, another vocabulary."""
+    rows = [m.get_output_embeddings().weight.shape[0] for m in (policy, reference)]
+    if rows[0] != rows[1]:
+        raise ModelError(f"{key} = {reference_name}: its vocabulary has {rows[1]} tokens, the policy's {rows[0]}; log-probabilities of one "
+                         "tokenization cannot be compared across them. Fix: use a reference with the policy's tokenizer (its start checkpoint).")
+    if policy_tokenizer is not None and Path(resolve_model_path(reference_name), "tokenizer_config.json").exists():
+        theirs = load_tokenizer(reference_name)
+        if theirs.get_vocab() != policy_tokenizer.get_vocab():
+            raise ModelError(f"{key} = {reference_name}: its tokenizer's vocabulary differs from the policy's. Fix: use a reference with "
+                             "the policy's tokenizer (its start checkpoint).")
+
+
 def is_peft(model: torch.nn.Module) -> bool:
     """Whether `model` is a peft model (an adapter on a base)."""
     return hasattr(model, "disable_adapter") and hasattr(model, "peft_config")

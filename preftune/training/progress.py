@@ -29,6 +29,9 @@ class TrainProgress:
         if "mean_token_accuracy" in m:  # SFT
             stats = (f"loss {m['loss']:.4f}  token acc {m['mean_token_accuracy']:.3f}  ppl {m.get('perplexity', float('nan')):.2f}  "
                      f"{m.get('pairs_per_second', 0):.1f} examples/s")
+        elif "kl" in m:  # KTO: no pairs, so no accuracy; its KL reference point instead
+            stats = (f"loss {m['loss']:.4f}  kl {m['kl']:.3f}  margin {m.get('rewards/margins', float('nan')):+.3f}  "
+                     f"{m.get('pairs_per_second', 0):.1f} examples/s")
         else:
             stats = (f"loss {m.get('loss', float('nan')):.4f}  acc {m.get('rewards/accuracies', float('nan')):.2f}  "
                      f"margin {m.get('rewards/margins', float('nan')):+.3f}  {m.get('pairs_per_second', 0):.1f} pairs/s")

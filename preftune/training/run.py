@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -12,6 +14,7 @@ from ..config import RunConfig
 from ..data.pipeline import Sources
 from .callbacks import Callbacks, TrainResult
 from .interrupt import GracefulInterrupt
+from .lock import RunLock
 from .loop import fit
 from .setup import precompute_reference, setup_run
 
@@ -27,7 +30,10 @@ def train(cfg: RunConfig, *, model: torch.nn.Module | None = None, tokenizer: An
     `data.eval`. With `cfg.output_dir` None nothing is written. `catch_interrupt` installs a Ctrl-C handler that stops
     after the current step with a checkpoint (the command line sets it; a library call leaves signals alone)."""
     hooks = Callbacks(callbacks)
-    run = setup_run(cfg, model, tokenizer, train_data, eval_data)
-    guard = GracefulInterrupt() if catch_interrupt else None
-    with guard if guard is not None else contextlib.nullcontext():
-        return fit(run, hooks, (lambda: guard.requested) if guard is not None else (lambda: False), show_progress)
+    main_process = int(os.environ.get("RANK", "0")) == 0  # other processes of a distributed run share the main one's folder
+    lock = RunLock(Path(cfg.output_dir)) if cfg.output_dir and main_process else contextlib.nullcontext()
+    with lock:
+        run = setup_run(cfg, model, tokenizer, train_data, eval_data)
+        guard = GracefulInterrupt() if catch_interrupt else None
+        with guard if guard is not None else contextlib.nullcontext():
+            return fit(run, hooks, (lambda: guard.requested) if guard is not None else (lambda: False), show_progress)

@@ -25,7 +25,7 @@ from ..data.unpaired import kl_pairs, weight_advice
 from ..errors import ConfigError, PreftuneError
 from ..run_files import check_writable
 from ..models.compiling import compile_layers
-from ..models.loading import add_lora, is_peft, load_model, load_tokenizer
+from ..models.loading import add_lora, check_same_vocabulary, is_peft, load_model, load_tokenizer
 from ..models.logprobs import LogpsModel
 from .artifacts import CONFIG, DATA_SUMMARY, DIAGNOSTICS, EVAL_PAIRS, METRICS, data_summary, eval_pair_records, write_json, write_jsonl
 from .callbacks import Metrics
@@ -84,7 +84,7 @@ def resolve_strategy(cfg: RunConfig, lora: bool | None = None) -> str:
 
 
 def build_reference(cfg: RunConfig, policy: torch.nn.Module | None, accelerator: Any, strategy: str,
-                    frozen_start: torch.nn.Module | None = None, continuing: bool = False) -> Reference:
+                    frozen_start: torch.nn.Module | None = None, continuing: bool = False, tokenizer: Any = None) -> Reference:
     """The live reference for `strategy` (precomputed builds on this: see `precomputed_tables`). `frozen_start` is a
     frozen copy of a model the caller passed, used instead of loading `model.name_or_path`; `continuing` says the LoRA
     policy starts from an existing adapter, which then stays in the reference, frozen (`reference.start_adapter`)."""
@@ -106,6 +106,8 @@ def build_reference(cfg: RunConfig, policy: torch.nn.Module | None, accelerator:
     else:
         start_adapter = continuing and ref_path is None and cfg.reference.start_adapter == "frozen" and cfg.model.lora.adapter_path
         model = load_model(cfg.model, start_adapter or ref_path or cfg.model.name_or_path, trainable=False)  # an adapter folder loads merged
+    if ref_path is not None and policy is not None:
+        check_same_vocabulary(accelerator.unwrap_model(policy), model, ref_path, "reference.name_or_path", tokenizer)
     model = model.to(accelerator.device)
     if accelerator.distributed_type == "FSDP":  # DistributedType is a str enum
         model = accelerator.prepare_model(model, evaluation_mode=True)  # sharded like the policy
@@ -400,7 +402,7 @@ def setup_run(cfg: RunConfig, model: torch.nn.Module | None = None, tokenizer: A
     if cfg.train.gradient_checkpointing:
         policy.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     continuing = cfg.model.lora.adapter_path is not None or (model is not None and is_peft(model))
-    live = build_reference(cfg, policy, accelerator, strategy, frozen, continuing)
+    live = build_reference(cfg, policy, accelerator, strategy, frozen, continuing, data.tokenizer)
     if cfg.train.compile:
         n = compile_layers(policy, cfg.train.compile_backend)
         if isinstance(live, SeparateReference):

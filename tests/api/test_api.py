@@ -148,3 +148,25 @@ def test_readme_python_example_runs(tiny_model_dir: Path, tmp_path: Path, monkey
     out = capsys.readouterr().out
     assert "loss by step: [0.69" in out and "held-in accuracy:" in out
     assert not os.listdir(cwd)
+
+
+def test_the_readme_pipeline_in_python_runs(tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    """The README's SFT -> DPO / KTO -> GGUF block, with the tiny model and a small pairs file in place of the embedded
+    model and HH; the chained runs start from (and are referenced against) the SFT run's model."""
+    from ..conftest import write_jsonl
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    section = readme.split("\n## Pipeline: SFT, then DPO against the SFT model, then export\n", 1)[1].split("\n## ", 1)[0]
+    code = section.split("```python\n", 1)[1].split("```", 1)[0]
+    hh = "../shared/data/hh-rlhf-harmless/train.jsonl"
+    assert "smollm2-135m-instruct" in code and hh in code and "export_model" in code and '"loss.name": "kto"' in code
+    data = write_jsonl(tmp_path / "pairs.jsonl", TOY)
+    monkeypatch.chdir(tmp_path)
+    code = code.replace("smollm2-135m-instruct", str(tiny_model_dir)).replace(hh, str(data)).replace('"max_steps": 20', '"max_steps": 4')
+    exec(compile(code, "README.md", "exec"), {"__name__": "readme"})  # noqa: S102
+    out = capsys.readouterr().out
+    assert "held-out margin, DPO:" in out and "KTO:" in out and (tmp_path / "dpo.gguf").stat().st_size > 10_000
+    for run in ("dpo", "kto"):
+        config = yaml.safe_load((tmp_path / "runs" / run / "config.yaml").read_text())
+        assert config["model"]["name_or_path"] == "runs/sft"  # relative to the working folder, as given

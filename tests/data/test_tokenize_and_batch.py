@@ -141,7 +141,40 @@ def test_packed_rows_hold_every_segment_once_within_the_row_size(lengths: list[i
     assert sorted(i for row in rows for i in row) == list(range(len(lengths)))
     cap = max(row_tokens, max(lengths))
     assert all(sum(lengths[i] for i in row) <= cap for row in rows)
-    assert len(rows) >= -(-sum(lengths) // cap)
+
+
+def fewest_rows(lengths: list[int], cap: int) -> int:
+    """The fewest rows by brute force over every partition of the segments (small inputs only)."""
+    best = len(lengths)
+
+    def go(k: int, loads: list[int]) -> None:
+        nonlocal best
+        if len(loads) >= best:
+            return
+        if k == len(lengths):
+            best = len(loads)
+            return
+        for r in range(len(loads)):
+            if loads[r] + lengths[k] <= cap:
+                loads[r] += lengths[k]
+                go(k + 1, loads)
+                loads[r] -= lengths[k]
+        go(k + 1, [*loads, lengths[k]])
+
+    go(0, [])
+    return best
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.integers(1, 600), min_size=1, max_size=9), st.integers(16, 1024))
+def test_packed_rows_are_the_fewest_possible(lengths: list[int], row_tokens: int) -> None:
+    cap = max(row_tokens, max(lengths))
+    assert len(pack_rows(lengths, row_tokens)) == fewest_rows(lengths, cap)
+
+
+def test_packed_rows_find_two_rows_where_longest_first_balancing_needs_three() -> None:
+    rows = pack_rows([300, 300, 200, 200, 200], 600)
+    assert sorted(sorted(r) for r in rows) == [[0, 1], [2, 3, 4]]
 
 
 def test_packed_rows_are_balanced_not_filled_one_by_one() -> None:

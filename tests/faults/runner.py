@@ -50,13 +50,21 @@ class Kill:
     delay: float = 0.0
 
 
+def steps_done_since(log: Path, offset: int) -> int:
+    """Training steps this process has finished: its progress lines ("step k/N ...") after byte `offset` of the log."""
+    text = log.read_bytes()[offset:] if log.exists() else b""
+    return sum(line.startswith(b"step ") for line in text.splitlines())
+
+
 def run_until(config: Path, out: Path, log: Path, kill: Kill | None, timeout: float = 240) -> str:
-    """Start a run and kill it with SIGKILL as `kill` says; returns what happened ('killed ...', 'finished', 'exited N')."""
+    """Start a run and kill it with SIGKILL as `kill` says: only once this process has finished a training step (never
+    during start-up) and `kill.after_steps` steps are logged; returns what happened ('killed ...', 'finished', 'exited N')."""
+    offset = log.stat().st_size if log.exists() else 0
     proc = start(config, log)
     deadline = time.time() + timeout
     try:
         while proc.poll() is None and time.time() < deadline:
-            if kill is not None and train_steps_logged(out) >= kill.after_steps:
+            if kill is not None and steps_done_since(log, offset) >= 1 and train_steps_logged(out) >= kill.after_steps:
                 if kill.when == "step":
                     time.sleep(kill.delay)
                     proc.send_signal(signal.SIGKILL)

@@ -25,7 +25,7 @@ def final_weights(out: Path) -> dict[str, torch.Tensor]:
 def schedule(seed: int) -> list[Kill]:
     """1–3 kills at increasing points; about half of them land inside a checkpoint write."""
     rng = random.Random(seed)
-    points = sorted(rng.sample(range(0, STEPS), rng.randint(1, 3)))
+    points = sorted(rng.sample(range(1, STEPS - 3), rng.randint(1, 3)))  # each leaves steps to run after it
     return [Kill(rng.choice(["step", "checkpoint"]), p, rng.uniform(0.0, 0.4)) for p in points]
 
 
@@ -52,6 +52,8 @@ def test_killed_runs_resume_to_the_uninterrupted_result(tmp_path: Path, tiny_mod
     for seed, (outcomes, out) in enumerate(results):
         report.append(f"schedule {seed}: " + "; ".join(outcomes))
         assert outcomes[-1] == "finished", (seed, outcomes, (tmp_path / f"run-{seed}.log").read_text()[-3000:])
+        scheduled = len(schedule(seed))
+        assert len(outcomes) == scheduled + 1 and all(o.startswith("killed") for o in outcomes[:-1]), (seed, outcomes)  # every kill landed
         got = final_weights(out)
         assert got.keys() == want.keys()
         assert all(torch.equal(got[k], want[k]) for k in want), f"schedule {seed}: weights differ ({outcomes})"

@@ -5,7 +5,6 @@ reference built once; and the shipped accelerate configs parse."""
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -35,9 +34,8 @@ def run(cmd: list[str], log: Path) -> None:
 
 
 def launch_two(cfg: Path, log: Path) -> None:
-    if shutil.which("accelerate") is None:
-        pytest.skip("accelerate's launcher is not on PATH")
-    run(["accelerate", "launch", "--config_file", str(EXAMPLES / "cpu_2proc.yaml"), "-m", "preftune.cli", "train", str(cfg)], log)
+    # accelerate's launcher as a module of this interpreter: no dependence on a console script on PATH
+    run([sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(EXAMPLES / "cpu_2proc.yaml"), "-m", "preftune.cli", "train", str(cfg)], log)
 
 
 def losses(out: Path, key: str = "loss") -> dict[int, float]:
@@ -63,15 +61,18 @@ def test_two_processes_match_one(runs: dict[str, Path]) -> None:
     one, two = losses(runs["one"]), losses(runs["two"])
     assert sorted(one) == sorted(two) == [1, 2, 3, 4]
     assert all(abs(one[s] - two[s]) <= 1e-5 for s in one), (one, two)
-    # held-out metrics are means over every held-out pair, reduced across ranks
-    assert all(abs(a - b) <= 1e-5 for a, b in zip(losses(runs["one"], "eval/loss").values(), losses(runs["two"], "eval/loss").values()))
+    # held-out metrics are means over every held-out pair, reduced across ranks, at every evaluation (0, 2, 4)
+    eval_one, eval_two = losses(runs["one"], "eval/loss"), losses(runs["two"], "eval/loss")
+    assert sorted(eval_one) == sorted(eval_two) == [0, 2, 4]
+    assert all(abs(eval_one[s] - eval_two[s]) <= 1e-5 for s in eval_one), (eval_one, eval_two)
     assert losses(runs["two"], "num_pairs") == {1: 4.0, 2: 4.0, 3: 4.0, 4: 4.0}  # both ranks' pairs counted
 
 
 def test_only_rank_zero_writes(runs: dict[str, Path]) -> None:
     rows = metrics(runs["two"])
     assert len([m for m in rows if "loss" in m]) == 4  # not 8
-    assert len(json.loads((runs["two"] / "summary.json").read_text())["diagnostics"]) >= 0
+    summary = json.loads((runs["two"] / "summary.json").read_text())
+    assert summary["steps"] == 4 and isinstance(summary["diagnostics"], list)
     assert sorted(p.name for p in runs["two"].glob("checkpoint-*")) == ["checkpoint-2", "checkpoint-4"]
 
 

@@ -42,11 +42,15 @@ def test_loss_matches_paper_formula_in_float64(name: str, scale: float) -> None:
     out = compute_loss(name, beta=beta, **x)
     want = expected(name, x, beta)
     got = out.losses.tolist()
+    assert len(got) == len(want) == 32
+    compared = 0
     for g, w in zip(got, want):
-        if math.isinf(w):
-            pytest.skip("reference overflows in float64 at this scale")
         assert math.isfinite(g), f"{name}: non-finite loss {g} at scale {scale}"
+        if math.isinf(w):
+            continue  # the plain-formula reference overflows in float64 here; preftune's stable form is checked finite above
         assert g == pytest.approx(w, rel=1e-6, abs=1e-9), name
+        compared += 1
+    assert compared >= 16, f"{name}: only {compared} of 32 pairs had a finite reference value"
     rw = [ref.rewards(name, *row, beta) for row in zip(*(x[k].tolist() for k in x))]
     assert out.chosen_rewards.tolist() == pytest.approx([r[0] for r in rw], rel=1e-6, abs=1e-9)
     assert out.rejected_rewards.tolist() == pytest.approx([r[1] for r in rw], rel=1e-6, abs=1e-9)
