@@ -124,7 +124,7 @@ def parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argpar
             args.overrides += extra
         else:
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
-    if getattr(args, "config", None) and "=" in args.config and not os.path.exists(args.config):
+    if getattr(args, "config", None) and hasattr(args, "overrides") and "=" in args.config and not os.path.exists(args.config):
         args.overrides.insert(0, args.config)  # `preftune train key=value ...` with no config file
         args.config = None
     return args

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Mutation testing (mutmut 3, `pip install -e ".[mutation]"`) of the loss family (preftune/losses/) and the batch
+# layouts (preftune/data/batch.py) against the tests that guard them; the settings are pyproject.toml's [tool.mutmut].
+# Writes bench/results/mutation.json (the counts) and bench/results/mutation_survivors.txt (each surviving mutant).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+rm -rf mutants
+start=$(date +%s)
+python -m mutmut run --max-children "${MUTMUT_CHILDREN:-2}" > /tmp/mutmut-run.log 2>&1 || true
+python -m mutmut export-cicd-stats
+python - "$start" <<'PY'
+import json, sys, time
+s = json.load(open("mutants/mutmut-cicd-stats.json"))
+tested = s["killed"] + s["survived"] + s["timeout"] + s["suspicious"] + s["segfault"]
+s["score_killed_of_tested"] = (s["killed"] + s["timeout"]) / tested if tested else 0.0
+s["seconds"] = round(time.time() - float(sys.argv[1]))
+s["command"] = "bash bench/mutation.sh"
+json.dump(s, open("bench/results/mutation.json", "w"), indent=1)
+print(json.dumps(s, indent=1))
+PY
+python -m mutmut results > bench/results/mutation_survivors.txt 2>&1 || true
+for m in $(python -m mutmut results 2>/dev/null | awk -F: '/survived/ {print $1}' | head -200); do
+  echo "=== $m" >> bench/results/mutation_survivors.txt
+  python -m mutmut show "$m" >> bench/results/mutation_survivors.txt 2>&1 || true
+done
