@@ -1,7 +1,9 @@
 """Pairwise preference losses that compare policy to reference (the DPO family).
 
 Each function maps `PairLogps` and β to per-example losses and implicit rewards β·(log πθ − log πref).
-Numerics: `logsigmoid` everywhere a log σ appears, so log-ratios of ±1e3 stay finite.
+Numerics: `logsigmoid` everywhere a log σ appears, so log-ratios of ±1e3 stay finite. Each function is registered by
+a `register(...)(fn)` call after it rather than with decorator syntax: mutation testing (mutmut) skips decorated
+functions, and these formulas are what it must reach.
 """
 
 from __future__ import annotations
@@ -23,20 +25,20 @@ def smoothed_sigmoid(z: torch.Tensor, label_smoothing: float) -> torch.Tensor:
     return -(1 - label_smoothing) * F.logsigmoid(z) - label_smoothing * F.logsigmoid(-z)
 
 
-@register("dpo", "Direct Preference Optimization: −log σ(β·h), h the difference of chosen and rejected log-ratios.",
-          "Rafailov et al. 2023, Direct Preference Optimization, eq. 7")
 def dpo(x: PairLogps, beta: float) -> LossOutput:
     return ref_rewards(x, beta, -F.logsigmoid(beta * x.margin))
 
+register("dpo", "Direct Preference Optimization: −log σ(β·h), h the difference of chosen and rejected log-ratios.",
+         "Rafailov et al. 2023, Direct Preference Optimization, eq. 7")(dpo)
 
-@register("cdpo", "Conservative DPO: DPO with label smoothing ε (labels assumed flipped with probability ε).",
-          "Mitchell 2023, A note on DPO with noisy preferences and relationship to IPO", {"label_smoothing": 0.1}, domains={"label_smoothing": "[0, 0.5]"})
+
 def cdpo(x: PairLogps, beta: float, label_smoothing: float) -> LossOutput:
     return ref_rewards(x, beta, smoothed_sigmoid(beta * x.margin, label_smoothing))
 
+register("cdpo", "Conservative DPO: DPO with label smoothing ε (labels assumed flipped with probability ε).",
+         "Mitchell 2023, A note on DPO with noisy preferences and relationship to IPO", {"label_smoothing": 0.1}, domains={"label_smoothing": "[0, 0.5]"})(cdpo)
 
-@register("robust", "Robust DPO: unbiased loss under preference noise rate ε, ε in [0, 0.5).",
-          "Chowdhury et al. 2024, Provably Robust DPO, eq. 7", {"label_smoothing": 0.1}, domains={"label_smoothing": "[0, 0.5)"})
+
 def robust(x: PairLogps, beta: float, label_smoothing: float) -> LossOutput:
     if not 0 <= label_smoothing < 0.5:
         raise ValueError(f"robust: label_smoothing must be in [0, 0.5), got {label_smoothing}")
@@ -44,10 +46,10 @@ def robust(x: PairLogps, beta: float, label_smoothing: float) -> LossOutput:
     losses = (-(1 - label_smoothing) * F.logsigmoid(z) + label_smoothing * F.logsigmoid(-z)) / (1 - 2 * label_smoothing)
     return ref_rewards(x, beta, losses)
 
+register("robust", "Robust DPO: unbiased loss under preference noise rate ε, ε in [0, 0.5).",
+         "Chowdhury et al. 2024, Provably Robust DPO, eq. 7", {"label_smoothing": 0.1}, domains={"label_smoothing": "[0, 0.5)"})(robust)
 
-@register("ipo", "Identity Preference Optimization: (h − 1/(2β))²; h per-token averaged by default (TRL), or summed (paper).",
-          "Azar et al. 2023, A General Theoretical Paradigm to Understand Learning from Human Preferences, eq. 17",
-          {"normalize": "tokens"}, domains={"normalize": "tokens|sum"})
+
 def ipo(x: PairLogps, beta: float, normalize: str) -> LossOutput:
     if normalize == "tokens":
         h = x.chosen_logratios / x.chosen_lengths - x.rejected_logratios / x.rejected_lengths
@@ -57,42 +59,49 @@ def ipo(x: PairLogps, beta: float, normalize: str) -> LossOutput:
         raise ValueError(f"ipo: normalize must be 'tokens' or 'sum', got {normalize!r}")
     return ref_rewards(x, beta, (h - 1 / (2 * beta)) ** 2)
 
+register("ipo", "Identity Preference Optimization: (h − 1/(2β))²; h per-token averaged by default (TRL), or summed (paper).",
+         "Azar et al. 2023, A General Theoretical Paradigm to Understand Learning from Human Preferences, eq. 17",
+         {"normalize": "tokens"}, domains={"normalize": "tokens|sum"})(ipo)
 
-@register("hinge", "SLiC / RSO hinge loss: max(0, 1 − β·h).",
-          "Zhao et al. 2023 (SLiC-HF); Liu et al. 2024 (RSO), eq. 7")
+
 def hinge(x: PairLogps, beta: float) -> LossOutput:
     return ref_rewards(x, beta, torch.relu(1 - beta * x.margin))
 
+register("hinge", "SLiC / RSO hinge loss: max(0, 1 − β·h).",
+         "Zhao et al. 2023 (SLiC-HF); Liu et al. 2024 (RSO), eq. 7")(hinge)
 
-@register("dpop", "DPO-Positive: −log σ(β·(h − λ·max(0, log πref(y_w) − log πθ(y_w)))), so the chosen likelihood cannot fall for free.",
-          "Pal et al. 2024, Smaug: Fixing Failure Modes of Preference Optimisation with DPO-Positive, eq. 3", {"lambda_": 50.0}, domains={"lambda_": "[0, inf)"})
+
 def dpop(x: PairLogps, beta: float, lambda_: float) -> LossOutput:
     penalty = torch.clamp(x.reference_chosen - x.policy_chosen, min=0)
     return ref_rewards(x, beta, -F.logsigmoid(beta * (x.margin - lambda_ * penalty)))
 
+register("dpop", "DPO-Positive: −log σ(β·(h − λ·max(0, log πref(y_w) − log πθ(y_w)))), so the chosen likelihood cannot fall for free.",
+         "Pal et al. 2024, Smaug: Fixing Failure Modes of Preference Optimisation with DPO-Positive, eq. 3", {"lambda_": 50.0}, domains={"lambda_": "[0, inf)"})(dpop)
 
-@register("rpo", "DPO plus α·NLL of the chosen response (per-token average), as in iterative RPO.",
-          "Pang et al. 2024, Iterative Reasoning Preference Optimization, eq. 1", {"alpha": 1.0}, domains={"alpha": "[0, inf)"})
+
 def rpo(x: PairLogps, beta: float, alpha: float) -> LossOutput:
     nll = -x.policy_chosen / x.chosen_lengths
     return ref_rewards(x, beta, -F.logsigmoid(beta * x.margin) + alpha * nll)
 
+register("rpo", "DPO plus α·NLL of the chosen response (per-token average), as in iterative RPO.",
+         "Pang et al. 2024, Iterative Reasoning Preference Optimization, eq. 1", {"alpha": 1.0}, domains={"alpha": "[0, inf)"})(rpo)
 
-@register("sft", "Supervised term: NLL of the chosen response, per-token average (for weighted sums with another loss).",
-          "Standard maximum likelihood; used as the NLL term of RPO / MPO")
+
 def sft(x: PairLogps, beta: float) -> LossOutput:
     return ref_rewards(x, beta, -x.policy_chosen / x.chosen_lengths)
 
+register("sft", "Supervised term: NLL of the chosen response, per-token average (for weighted sums with another loss).",
+         "Standard maximum likelihood; used as the NLL term of RPO / MPO")(sft)
 
-@register("bco_pair", "Binary classifier optimization on pairs: −log σ(β·r_w) − log σ(−β·r_l) (TRL 1.16 form, no running mean).",
-          "Jung et al. 2024, Binary Classifier Optimization for LLM Alignment")
+
 def bco_pair(x: PairLogps, beta: float) -> LossOutput:
     losses = -F.logsigmoid(beta * x.chosen_logratios) - F.logsigmoid(-beta * x.rejected_logratios)
     return ref_rewards(x, beta, losses)
 
+register("bco_pair", "Binary classifier optimization on pairs: −log σ(β·r_w) − log σ(−β·r_l) (TRL 1.16 form, no running mean).",
+         "Jung et al. 2024, Binary Classifier Optimization for LLM Alignment")(bco_pair)
 
-@register("exo_pair", "Efficient exact optimization (EXO-pref), reverse KL to label-smoothed preferences with ε.",
-          "Ji et al. 2024, Towards Efficient Exact Optimization of Language Model Alignment, eq. 16", {"label_smoothing": 1e-3}, domains={"label_smoothing": "(0, 1)"})
+
 def exo_pair(x: PairLogps, beta: float, label_smoothing: float) -> LossOutput:
     if not 0 < label_smoothing < 1:
         raise ValueError(f"exo_pair: label_smoothing must be in (0, 1), got {label_smoothing}")
@@ -101,55 +110,66 @@ def exo_pair(x: PairLogps, beta: float, label_smoothing: float) -> LossOutput:
     losses = torch.sigmoid(z) * (F.logsigmoid(z) - torch.log1p(-eps)) + torch.sigmoid(-z) * (F.logsigmoid(-z) - torch.log(eps))
     return ref_rewards(x, beta, losses)
 
+register("exo_pair", "Efficient exact optimization (EXO-pref), reverse KL to label-smoothed preferences with ε.",
+         "Ji et al. 2024, Towards Efficient Exact Optimization of Language Model Alignment, eq. 16", {"label_smoothing": 1e-3}, domains={"label_smoothing": "(0, 1)"})(exo_pair)
 
-@register("nca_pair", "Noise contrastive alignment on pairs: −log σ(r_w) − ½log σ(−r_w) − ½log σ(−r_l).",
-          "Chen et al. 2024, Noise Contrastive Alignment of Language Models with Explicit Rewards, eq. 11")
+
 def nca_pair(x: PairLogps, beta: float) -> LossOutput:
     rw, rl = beta * x.chosen_logratios, beta * x.rejected_logratios
     return ref_rewards(x, beta, -F.logsigmoid(rw) - 0.5 * F.logsigmoid(-rw) - 0.5 * F.logsigmoid(-rl))
 
+register("nca_pair", "Noise contrastive alignment on pairs: −log σ(r_w) − ½log σ(−r_w) − ½log σ(−r_l).",
+         "Chen et al. 2024, Noise Contrastive Alignment of Language Models with Explicit Rewards, eq. 11")(nca_pair)
 
-@register("sppo_hard", "Self-play preference optimization, hard labels: (log-ratio_w − 1/(2β))² + (log-ratio_l + 1/(2β))².",
-          "Wu et al. 2024, Self-Play Preference Optimization for Language Model Alignment, eq. 4.7")
+
 def sppo_hard(x: PairLogps, beta: float) -> LossOutput:
     losses = (x.chosen_logratios - 0.5 / beta) ** 2 + (x.rejected_logratios + 0.5 / beta) ** 2
     return ref_rewards(x, beta, losses)
 
+register("sppo_hard", "Self-play preference optimization, hard labels: (log-ratio_w − 1/(2β))² + (log-ratio_l + 1/(2β))².",
+         "Wu et al. 2024, Self-Play Preference Optimization for Language Model Alignment, eq. 4.7")(sppo_hard)
 
-@register("apo_zero", "Anchored preference optimization (zero): raise chosen, lower rejected likelihood.",
-          "D'Oosterlinck et al. 2024, Anchored Preference Optimization and Contrastive Revisions, eq. 7")
+
 def apo_zero(x: PairLogps, beta: float) -> LossOutput:
     losses = 1 - torch.sigmoid(beta * x.chosen_logratios) + torch.sigmoid(beta * x.rejected_logratios)
     return ref_rewards(x, beta, losses)
 
+register("apo_zero", "Anchored preference optimization (zero): raise chosen, lower rejected likelihood.",
+         "D'Oosterlinck et al. 2024, Anchored Preference Optimization and Contrastive Revisions, eq. 7")(apo_zero)
 
-@register("apo_down", "Anchored preference optimization (down): lower both, rejected more; for chosen worse than the model's own output.",
-          "D'Oosterlinck et al. 2024, Anchored Preference Optimization and Contrastive Revisions, eq. 8")
+
 def apo_down(x: PairLogps, beta: float) -> LossOutput:
     losses = torch.sigmoid(beta * x.chosen_logratios) + 1 - torch.sigmoid(beta * x.margin)
     return ref_rewards(x, beta, losses)
 
+register("apo_down", "Anchored preference optimization (down): lower both, rejected more; for chosen worse than the model's own output.",
+         "D'Oosterlinck et al. 2024, Anchored Preference Optimization and Contrastive Revisions, eq. 8")(apo_down)
 
-@register("aot", "Alignment via optimal transport, paired: sorted policy log-odds against sorted reference log-odds (batch-level).",
-          "Melnyk et al. 2024, Distributional Preference Alignment of LLMs via Optimal Transport", {"label_smoothing": 0.0}, domains={"label_smoothing": "[0, 0.5]"})
+
 def aot(x: PairLogps, beta: float, label_smoothing: float) -> LossOutput:
     policy_sorted, _ = torch.sort(x.policy_chosen - x.policy_rejected, dim=0)
     ref_sorted, _ = torch.sort(x.reference_chosen - x.reference_rejected, dim=0)
     return ref_rewards(x, beta, smoothed_sigmoid(beta * (policy_sorted - ref_sorted), label_smoothing))
 
+register("aot", "Alignment via optimal transport, paired: sorted policy log-odds against sorted reference log-odds (batch-level).",
+         "Melnyk et al. 2024, Distributional Preference Alignment of LLMs via Optimal Transport", {"label_smoothing": 0.0}, domains={"label_smoothing": "[0, 0.5]"})(aot)
 
-@register("aot_pair", "Alignment via optimal transport, unpaired form: sorted chosen log-ratios against sorted rejected log-ratios (TRL 1.16 'aot_unpaired').",
-          "Melnyk et al. 2024, Distributional Preference Alignment of LLMs via Optimal Transport", {"label_smoothing": 0.0}, domains={"label_smoothing": "[0, 0.5]"})
+
 def aot_pair(x: PairLogps, beta: float, label_smoothing: float) -> LossOutput:
     chosen_sorted, _ = torch.sort(x.chosen_logratios, dim=0)
     rejected_sorted, _ = torch.sort(x.rejected_logratios, dim=0)
     return ref_rewards(x, beta, smoothed_sigmoid(beta * (chosen_sorted - rejected_sorted), label_smoothing))
 
+register("aot_pair", "Alignment via optimal transport, unpaired form: sorted chosen log-ratios against sorted rejected log-ratios (TRL 1.16 'aot_unpaired').",
+         "Melnyk et al. 2024, Distributional Preference Alignment of LLMs via Optimal Transport", {"label_smoothing": 0.0}, domains={"label_smoothing": "[0, 0.5]"})(aot_pair)
 
-@register("discopop", "DiscoPOP: log-ratio-modulated blend of logistic and exponential losses, temperature τ.",
-          "Chan et al. 2024, Discovering Preference Optimization Algorithms with and for Large Language Models, eq. 5", {"tau": 0.05}, domains={"tau": "(0, inf)"})
+
 def discopop(x: PairLogps, beta: float, tau: float) -> LossOutput:
     z = beta * x.margin
     mix = torch.sigmoid(z / tau)
     losses = -F.logsigmoid(z) * (1 - mix) + torch.exp(-z) * mix
     return ref_rewards(x, beta, losses)
+
+register("discopop", "DiscoPOP: log-ratio-modulated blend of logistic and exponential losses, temperature τ.",
+         "Chan et al. 2024, Discovering Preference Optimization Algorithms with and for Large Language Models, eq. 5", {"tau": 0.05}, domains={"tau": "(0, inf)"})(discopop)
+

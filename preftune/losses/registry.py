@@ -32,7 +32,7 @@ REGISTRY: dict[str, LossSpec] = {}
 
 def register(name: str, description: str, paper: str, params: dict[str, Any] | None = None,
              uses_reference: bool = True, default_beta: float = 0.1, domains: dict[str, str] | None = None) -> Callable[[LossFn], LossFn]:
-    """Decorator adding a loss function `fn(x: PairLogps, beta: float, **params) -> LossOutput` to the registry; `domains`
+    """`register(...)(fn)` adds a loss function `fn(x: PairLogps, beta: float, **params) -> LossOutput` to the registry; `domains`
     gives each parameter's allowed values (an interval such as "[0, 0.5)", or choices such as "tokens|sum")."""
     if set(domains or {}) != set(params or {}):
         raise RuntimeError(f"loss '{name}': every parameter needs a domain")

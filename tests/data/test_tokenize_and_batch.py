@@ -13,7 +13,7 @@ import torch
 from hypothesis import given, settings, strategies as st
 
 from preftune.config import DataConfig
-from preftune.data.batch import LengthGroupedBatches, collate_padded, pack_rows
+from preftune.data.batch import ConsecutiveBatches, LengthGroupedBatches, collate_padded, pack_rows
 from preftune.data.cache import tokenize_examples
 from preftune.data.pipeline import load_examples
 from preftune.data.records import PreferencePair
@@ -101,6 +101,30 @@ def test_length_grouped_batches_cut_padding_and_cover_every_index() -> None:
     random_batches = [list(range(k, k + 8)) for k in range(0, 400, 8)]
     assert padded(batches) < 0.7 * padded(random_batches)
     assert sampler.batches(0) == batches and sampler.batches(1) != batches
+
+
+def test_length_grouped_batches_sizes_drop_last_and_unshuffled_order() -> None:
+    lengths = [5, 50, 7, 30, 9, 40, 11]
+    plain = LengthGroupedBatches(lengths, batch_size=3, seed=0, shuffle=False)
+    assert plain.batches(0) == [[0, 1, 2], [3, 4, 5], [6]] and len(plain) == 3
+    dropped = LengthGroupedBatches(lengths, batch_size=3, seed=0, shuffle=False, drop_last=True)
+    assert dropped.batches(0) == [[0, 1, 2], [3, 4, 5]] and len(dropped) == 2
+    shuffled = LengthGroupedBatches(lengths, batch_size=3, seed=0, group=1)
+    assert all(sorted(b, key=lambda i: -lengths[i]) == b for b in shuffled.batches(0))  # longest first inside a mega-batch
+    assert len(LengthGroupedBatches(lengths[:6], batch_size=3, seed=0)) == 2
+
+
+def test_consecutive_batches_keep_each_batch_whole_and_shuffle_their_order() -> None:
+    plain = ConsecutiveBatches(10, batch_size=4, seed=0, shuffle=False)
+    assert plain.batches(0) == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]] and len(plain) == 3
+    dropped = ConsecutiveBatches(10, batch_size=4, seed=0, shuffle=False, drop_last=True)
+    assert dropped.batches(0) == [[0, 1, 2, 3], [4, 5, 6, 7]] and len(dropped) == 2
+    assert len(ConsecutiveBatches(8, batch_size=4, seed=0)) == 2
+    shuffled = ConsecutiveBatches(40, batch_size=4, seed=3)
+    epochs = [shuffled.batches(e) for e in range(3)]
+    assert all(sorted(map(tuple, b)) == sorted(map(tuple, plain_b)) for b, plain_b in
+               zip(epochs, [ConsecutiveBatches(40, 4, 3, shuffle=False).batches(0)] * 3))  # the same whole batches
+    assert epochs[0] != epochs[1] and shuffled.batches(0) == epochs[0]  # another order each epoch, fixed by (seed, epoch)
 
 
 def test_inspect_cli_json_on_hh(tmp_path: Path) -> None:
