@@ -4,7 +4,8 @@
 # Writes bench/results/mutation.json (the counts) and bench/results/mutation_survivors.txt (each surviving mutant).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-rm -rf mutants
+[ "${MUTMUT_RESUME:-0}" = 1 ] || rm -rf mutants  # MUTMUT_RESUME=1 continues an interrupted run
+export PREFTUNE_SHARED_DATA="${PREFTUNE_SHARED_DATA:-$(cd .. && pwd)/shared/data}"  # the tests run from mutants/
 start=$(date +%s)
 python -m mutmut run --max-children "${MUTMUT_CHILDREN:-2}" > /tmp/mutmut-run.log 2>&1 || true
 python -m mutmut export-cicd-stats

@@ -14,7 +14,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+SHARED = Path(os.environ.get("PREFTUNE_SHARED_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data")  # env: a copy of the tests elsewhere (mutation testing)
 
 
 def shared_file(*parts: str) -> Path:

@@ -13,7 +13,7 @@ import torch
 from hypothesis import given, settings, strategies as st
 
 from preftune.config import DataConfig
-from preftune.data.batch import ConsecutiveBatches, LengthGroupedBatches, collate_padded, pack_rows
+from preftune.data.batch import ConsecutiveBatches, LengthGroupedBatches, collate, collate_padded, pack_rows, pair_length
 from preftune.data.cache import tokenize_examples
 from preftune.data.pipeline import load_examples
 from preftune.data.records import PreferencePair
@@ -204,3 +204,19 @@ def test_packed_rows_find_two_rows_where_longest_first_balancing_needs_three() -
 def test_packed_rows_are_balanced_not_filled_one_by_one() -> None:
     rows = pack_rows([170] * 8, 1024)  # filling the first row would give 1020 + 340 tokens, padded to 2 × 1020
     assert sorted(len(row) for row in rows) == [4, 4]
+
+
+def test_a_batch_moves_every_tensor_but_its_indices_and_pair_length_is_the_longer_row() -> None:
+    from preftune.data.tokenize import TokenizedPair
+
+    pairs = [TokenizedPair([1, 2], [3, 4, 5], [6]), TokenizedPair([7], [8], [9, 10])]
+    assert [pair_length(p) for p in pairs] == [5, 3]
+    for layout in ("padded", "packed"):
+        batch = collate(layout, pairs, [4, 9], pad_id=0)
+        batch.extras["label"] = torch.tensor([True, False])
+        moved = batch.to("meta")
+        tensors = {k: getattr(moved, k) for k in ("input_ids", "attention_mask", "position_ids", "rows", "cols", "labels", "seq", "weights")}
+        assert all(t.device.type == "meta" for t in [*tensors.values(), *moved.extras.values()]), layout
+        assert moved.indices.device.type == "cpu" and moved.indices.tolist() == [4, 9] and moved.num_pairs == 2 and moved.layout == batch.layout
+        assert set(moved.extras) == set(batch.extras) and all(tuple(t.shape) == tuple(getattr(batch, k).shape) for k, t in tensors.items())
+        assert int(batch.token_count()) == (5 + 2 + 3 + 3 if layout == "padded" else 6 + 4)  # non-padding positions

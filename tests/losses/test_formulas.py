@@ -131,3 +131,13 @@ def test_reference_loss_without_reference_is_an_error() -> None:
     x = random_inputs(2, 1.0, seed=0)
     with pytest.raises(ValueError, match="needs reference"):
         compute_loss("dpo", policy_chosen_logps=x["policy_chosen_logps"], policy_rejected_logps=x["policy_rejected_logps"])
+
+
+def test_registry_queries_cover_every_loss_and_kto() -> None:
+    from preftune.losses import NAMES, default_beta, is_unpaired, uses_reference
+
+    assert NAMES == tuple(sorted([*REGISTRY, "kto"]))
+    assert [n for n in NAMES if is_unpaired(n)] == ["kto"]
+    assert {n for n in NAMES if not uses_reference(n)} == {"simpo", "orpo"}
+    assert default_beta("simpo") == 2.0 and default_beta("kto") == 0.1 and default_beta("dpo") == 0.1
+    assert all(default_beta(n) == REGISTRY[n].default_beta for n in REGISTRY)
