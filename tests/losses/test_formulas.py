@@ -141,3 +141,24 @@ def test_registry_queries_cover_every_loss_and_kto() -> None:
     assert {n for n in NAMES if not uses_reference(n)} == {"simpo", "orpo"}
     assert default_beta("simpo") == 2.0 and default_beta("kto") == 0.1 and default_beta("dpo") == 0.1
     assert all(default_beta(n) == REGISTRY[n].default_beta for n in REGISTRY)
+
+
+def test_kto_against_a_positive_reference_point_with_both_weights() -> None:
+    """z₀ > 0 (so its sign and the clamp matter), λ_U ≠ λ_D, β ≠ 0.1: each example's loss, the rewards and z₀ itself."""
+    from preftune.losses import kl_estimate
+
+    pl, rl = torch.tensor([-10.0, -20.0, -5.0, -8.0]), torch.tensor([-12.0, -18.0, -6.0, -8.5])
+    pkl, rkl = torch.tensor([-30.0, -25.0, -40.0, -35.0]), torch.tensor([-31.0, -27.0, -40.5, -36.0])
+    labels = torch.tensor([True, False, True, False])
+    out = kto_loss(pl, rl, labels, pkl, rkl, beta=0.5, desirable_weight=1.0, undesirable_weight=1.5)
+    z = (1.0 + 2.0 + 0.5 + 1.0) / 4
+    r = [2.0, -2.0, 1.0, 0.5]
+    sig = lambda v: 1 / (1 + math.exp(-v))  # noqa: E731
+    want = [1 - sig(0.5 * (r[0] - z)), 1.5 * (1 - sig(0.5 * (z - r[1]))), 1 - sig(0.5 * (r[2] - z)), 1.5 * (1 - sig(0.5 * (z - r[3])))]
+    assert out.losses.tolist() == pytest.approx(want, rel=1e-6)
+    assert out.rewards.tolist() == pytest.approx([0.5 * v for v in r], rel=1e-6) and not out.rewards.requires_grad
+    assert float(out.kl) == pytest.approx(z, rel=1e-6)
+    assert float(kl_estimate(pkl, rkl)) == pytest.approx(z, rel=1e-6)
+    assert float(kl_estimate(rkl, pkl)) == 0.0  # a negative mean log-ratio is clamped at 0
+    given = kto_loss(pl, rl, labels, pkl, rkl, beta=0.5, kl=torch.tensor(3.0))
+    assert float(given.kl) == 3.0 and given.losses[0].item() == pytest.approx(1 - sig(0.5 * (r[0] - 3.0)), rel=1e-6)
