@@ -220,3 +220,14 @@ def test_a_batch_moves_every_tensor_but_its_indices_and_pair_length_is_the_longe
         assert moved.indices.device.type == "cpu" and moved.indices.tolist() == [4, 9] and moved.num_pairs == 2 and moved.layout == batch.layout
         assert set(moved.extras) == set(batch.extras) and all(tuple(t.shape) == tuple(getattr(batch, k).shape) for k, t in tensors.items())
         assert int(batch.token_count()) == (5 + 2 + 3 + 3 if layout == "padded" else 6 + 4)  # non-padding positions
+
+
+def test_the_exhaustive_search_packs_where_both_heuristics_need_a_row_more() -> None:
+    from preftune.data.batch import _balanced, _first_fit
+
+    lengths, cap = [28, 16, 3, 41, 18, 17, 25, 8, 23], 60  # 179 tokens: 3 rows of 60 at the least
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    assert max(sum(lengths[i] for i in row) for row in _balanced(order, lengths, 3)) > cap and _first_fit(order, lengths, 3, cap) is None
+    rows = pack_rows(lengths, cap)
+    assert len(rows) == 3 and sorted(i for row in rows for i in row) == list(range(9))
+    assert all(sum(lengths[i] for i in row) <= cap for row in rows)
