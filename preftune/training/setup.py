@@ -215,13 +215,13 @@ def setup_data(cfg: RunConfig, accelerator: Any, tokenizer: Any = None, train: S
         return BatchSource(kl_pairs(split.pairs, cfg.train.batch_size, cfg.data.max_length), cfg.train.batch_size, seed, shuffle,
                            labels=labels, **common)
 
-    if unpaired:
-        weights = kto.KTOLoss.from_config(cfg.loss)
-        advice = weight_advice([bool(getattr(ex, "label")) for ex in train_split.examples], weights.desirable_weight, weights.undesirable_weight)
-        if advice:
-            logger.warning("data: %s", advice)
     train_src = source(train_split, cfg.train.seed, cfg.train.shuffle)
     eval_src = source(eval_split, 0, False) if eval_split else None
+    if train_src.labels is not None:
+        weights = kto.KTOLoss.from_config(cfg.loss)
+        advice = weight_advice(train_src.labels, weights.desirable_weight, weights.undesirable_weight)
+        if advice:
+            logger.warning("data: %s", advice)
     return RunData(tokenizer, train_src, eval_src, train_split, eval_split, loaded)
 
 
