@@ -5,6 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ "${MUTMUT_RESUME:-0}" = 1 ] || rm -rf mutants  # MUTMUT_RESUME=1 continues an interrupted run
+export OMP_NUM_THREADS=1  # one thread per worker, MUTMUT_CHILDREN workers
 export PREFTUNE_SHARED_DATA="${PREFTUNE_SHARED_DATA:-$(cd .. && pwd)/shared/data}"  # the tests run from mutants/
 start=$(date +%s)
 python -m mutmut run --max-children "${MUTMUT_CHILDREN:-2}" > /tmp/mutmut-run.log 2>&1 || true

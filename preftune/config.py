@@ -124,6 +124,9 @@ class ReferenceConfig(Section):
         "auto", description="auto: none for reference-free losses, adapter_disabled with LoRA, else separate")
     name_or_path: str | None = Field(None, description="reference model when strategy is separate (default: the policy's start)")
     cache_dir: str | None = Field(None, description="precomputed reference log-prob cache (default ~/.cache/preftune/reference)")
+    precompute: Literal["lazy", "upfront"] = Field(
+        "lazy", description="strategy precomputed: a pair's reference log-probs are computed in the step that first needs them (lazy) or "
+        "in one pass before the first step over the pairs the run will use (upfront); cached either way, and no run pays for pairs it never uses")
     start_adapter: Literal["frozen", "base"] = Field(
         "frozen", description="continuing an adapter (model.lora.adapter_path, or a peft model passed from Python): the reference is that "
         "adapter as loaded, frozen (the SFT model, as DPO assumes), or base (the base model without it)")

@@ -41,11 +41,15 @@ class BatchSource:
 
     def batch(self, indices: list[int]) -> PreferenceBatch:
         """This process's share of the global batch `indices`, collated in the layout and moved to the device."""
-        mine = indices[self.rank * self.batch_size:(self.rank + 1) * self.batch_size] if self.world > 1 else indices
+        mine = self.mine(indices)
         batch = collate(self.layout, [self.pairs[i] for i in mine], mine, self.pad_id, self.pack_tokens)
         if self.labels is not None:
             batch.extras["label"] = torch.tensor([bool(self.labels[i]) for i in mine], dtype=torch.bool)
         return batch.to(self.device)
+
+    def mine(self, indices: list[int]) -> list[int]:
+        """This process's share of the global batch `indices`."""
+        return indices[self.rank * self.batch_size:(self.rank + 1) * self.batch_size] if self.world > 1 else indices
 
     def epoch(self, epoch: int, start: int = 0) -> Iterator[PreferenceBatch]:
         """The batches of `epoch` from batch `start` on."""
@@ -75,6 +79,17 @@ class BatchStream:
         indices = batches[self.batch]
         self.batch += 1
         return indices
+
+    def planned(self, n: int) -> list[list[int]]:
+        """The global batches of the next `n` steps' worth of batches, from the current position (which does not move)."""
+        epoch, batch, out = self.epoch, self.batch, []
+        while len(out) < n:
+            batches = self.source.grouping.batches(epoch)
+            out += batches[batch:batch + n - len(out)]
+            epoch, batch = epoch + 1, 0
+            if not batches:
+                break
+        return out
 
     def next(self) -> PreferenceBatch:
         """The next batch; the position moves past it."""

@@ -24,7 +24,7 @@ from .judges import Judge, load_judge, rewards, win_rate
 from .models import EvalModels
 from ..training.scoring import LossFunction, loss_on_batch, score
 from .preference import preference_summary
-from .progress import stage
+from ..training.progress import stage
 
 
 @dataclass(frozen=True)

@@ -39,7 +39,7 @@ def _device() -> torch.device:
 
 def generate_texts(cfg: RunConfig, model_path: str, prompts: list[Text], gen: GenerationConfig, label: str, show: bool) -> tuple[list[Sample], list[str]]:
     """Load `model_path` and answer `prompts` with `gen` (prompts tokenized as training tokenizes them); samples and texts."""
-    from ..evaluation.progress import stage
+    from ..training.progress import stage
 
     model = load_model(ModelConfig(name_or_path=model_path, dtype=cfg.model.dtype, trust_remote_code=cfg.model.trust_remote_code), trainable=False)
     model.to(_device())

@@ -137,6 +137,7 @@ def skip_step(run: Run, e: NonFiniteLoss) -> str:
 
 def finish(run: Run, callbacks: Callbacks, before: Metrics, after: Metrics, last: Metrics, stop_reason: str | None) -> TrainResult:
     """The result; unless interrupted, the final model and summary are saved first. Callbacks see it last."""
+    run.save_reference()
     run.accelerator.wait_for_everyone()
     model = run.accelerator.unwrap_model(run.policy).model
     result = TrainResult(run.folder.path, run.state.step, run.history, before, after, last, stop_reason, time.time() - run.started,

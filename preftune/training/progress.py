@@ -1,8 +1,11 @@
-"""The progress bar: loss, reward accuracy, margin, pairs/s and time left (a plain line per log step off a terminal)."""
+"""The progress bars: training's (loss, reward accuracy, margin, pairs/s and time left; a plain line per log step off a
+terminal), and one per pass over data that is not training (reference, scoring, generation)."""
 
 from __future__ import annotations
 
+import contextlib
 import sys
+from collections.abc import Callable, Iterator
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -42,3 +45,20 @@ class TrainProgress:
     def message(self, text: str) -> None:
         if self.enabled:
             self.console.print(text)
+
+
+@contextlib.contextmanager
+def stage(name: str, total: int, enabled: bool) -> Iterator[Callable[[int], None]]:
+    """Yields `advance(n)`; draws a bar for `name` on stderr while the block runs (off a terminal: a line at the start and
+    at the end)."""
+    console = Console(stderr=True)
+    live = enabled and console.is_terminal
+    bar = Progress(TextColumn(f"[bold]{name}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=console,
+                   disable=not live, transient=False)
+    if enabled and not live and total:
+        print(f"{name}: {total} to do", file=sys.stderr, flush=True)
+    with bar:
+        task = bar.add_task(name, total=total)
+        yield lambda n: bar.advance(task, n)
+    if enabled and not live and total:
+        print(f"{name}: done", file=sys.stderr, flush=True)

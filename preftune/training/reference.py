@@ -7,6 +7,7 @@ import hashlib
 import logging
 import os
 import tempfile
+import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, Protocol
@@ -42,12 +43,23 @@ class ModelReference:
 
     @torch.no_grad()
     def logps(self, batch: PreferenceBatch) -> tuple[torch.Tensor, torch.Tensor]:
-        with self.as_model() as model:
+        with self.as_model() as model, _eval_mode(model):
             s = sequence_logps(model, batch, self.chunk)
         return s.chosen(batch.num_pairs), s.rejected(batch.num_pairs)
 
     def as_model(self) -> contextlib.AbstractContextManager[torch.nn.Module]:
         raise NotImplementedError
+
+
+@contextlib.contextmanager
+def _eval_mode(model: torch.nn.Module) -> Iterator[None]:
+    """The model in eval mode for the block (no dropout: the reference is deterministic), then back in its mode."""
+    was = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was)
 
 
 class SeparateReference(ModelReference):
@@ -124,18 +136,107 @@ class NoReference:
         yield None
 
 
+class ReferenceTable:
+    """Reference log-probs by pair index, NaN where not computed yet, kept in the cache file `path` (None: in memory
+    only). Saving merges with what the file already holds, under a lock, so runs and processes that fill different pairs
+    of the same data add to one table."""
+
+    def __init__(self, n_pairs: int, path: Path | None):
+        self.path = path
+        self.chosen = torch.full((n_pairs,), float("nan"), dtype=torch.float32)
+        self.rejected = torch.full((n_pairs,), float("nan"), dtype=torch.float32)
+        self.unsaved = 0
+        if path is not None and path.exists():
+            self._merge(load_file(str(path)))
+
+    def _merge(self, saved: dict[str, torch.Tensor]) -> None:
+        if saved["chosen"].shape != self.chosen.shape:
+            return  # not this data (the key makes this impossible short of a hash collision): recompute
+        take = torch.isnan(self.chosen) & ~torch.isnan(saved["chosen"]) & ~torch.isnan(saved["rejected"])
+        self.chosen[take], self.rejected[take] = saved["chosen"][take].float(), saved["rejected"][take].float()
+
+    def has(self, idx: torch.Tensor) -> bool:
+        """Whether every pair in `idx` has its log-probs."""
+        return not bool(torch.isnan(self.chosen[idx]).any() or torch.isnan(self.rejected[idx]).any())
+
+    @property
+    def filled(self) -> int:
+        return int((~torch.isnan(self.chosen) & ~torch.isnan(self.rejected)).sum())
+
+    def fill(self, idx: torch.Tensor, chosen: torch.Tensor, rejected: torch.Tensor) -> None:
+        new = int((torch.isnan(self.chosen[idx]) | torch.isnan(self.rejected[idx])).sum())
+        self.chosen[idx], self.rejected[idx] = chosen.detach().float().cpu(), rejected.detach().float().cpu()
+        self.unsaved += new
+
+    def save(self) -> None:
+        """Write the table to `path` (merged with the file's pairs this table lacks), if it has unsaved pairs."""
+        if self.path is None or not self.unsaved:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with _locked(self.path.with_name(self.path.name + ".lock")):
+            if self.path.exists():
+                self._merge(load_file(str(self.path)))
+            fd, tmp = tempfile.mkstemp(dir=self.path.parent, suffix=".tmp")
+            os.close(fd)
+            save_file({"chosen": self.chosen, "rejected": self.rejected}, tmp)
+            os.replace(tmp, self.path)
+        self.unsaved = 0
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """An exclusive flock on `path` for the block (no lock where the OS has no flock)."""
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    with open(path, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
 class PrecomputedReference:
-    """Reference log-probs looked up by pair index from a table computed once (see `precompute`)."""
+    """Reference log-probs from a table that fills as the run goes: the live reference computes a batch's the first
+    time the batch holds a pair the table lacks; later batches, epochs and runs (through the cache file) look them up.
+    Once the table holds every pair in `needed` (what the run will still use), the live reference is let go (a frozen
+    copy of the model is freed)."""
 
     name = "precomputed"
+    SAVE_EVERY_S = 30.0
 
-    def __init__(self, chosen: torch.Tensor, rejected: torch.Tensor):
-        self.chosen, self.rejected = chosen, rejected
+    def __init__(self, table: ReferenceTable, live: Reference | None = None, needed: torch.Tensor | None = None):
+        self.table, self.live = table, live
+        self.needed = needed
+        self.computed = 0  # pairs this run computed (the rest came from the cache)
+        self._saved_at = time.monotonic()
+        self._release_if_covered()
 
     def logps(self, batch: PreferenceBatch) -> tuple[torch.Tensor, torch.Tensor]:
-        idx = batch.indices.to(self.chosen.device)
+        idx = batch.indices.cpu()
+        if not self.table.has(idx):
+            if self.live is None:
+                raise RuntimeError(f"reference log-probs of pairs {idx.tolist()} are neither cached nor computable (the reference model was released)")
+            out = self.live.logps(batch)
+            assert out is not None
+            self.computed += int(idx.numel())
+            self.table.fill(idx, *out)
+            if time.monotonic() - self._saved_at > self.SAVE_EVERY_S:
+                self.save()
+            self._release_if_covered()
         dev = batch.input_ids.device
-        return self.chosen[idx].to(dev, non_blocking=True), self.rejected[idx].to(dev, non_blocking=True)
+        return self.table.chosen[idx].to(dev, non_blocking=True), self.table.rejected[idx].to(dev, non_blocking=True)
+
+    def save(self) -> None:
+        self.table.save()
+        self._saved_at = time.monotonic()
+
+    def _release_if_covered(self) -> None:
+        if self.live is not None and self.needed is not None and self.table.has(self.needed):
+            self.live = None
 
     @contextlib.contextmanager
     def as_model(self) -> Iterator[None]:
@@ -164,28 +265,17 @@ def default_reference_cache() -> Path:
     return Path(os.environ.get("PREFTUNE_DATA_CACHE") or os.environ.get("PREFTUNE_CACHE") or Path.home() / ".cache" / "preftune") / "reference"
 
 
-def precompute(reference: Reference, batches: Iterable[PreferenceBatch], n_pairs: int, key: str, cache_dir: Path | None,
-               autocast: Any = None) -> PrecomputedReference:
-    """Compute (or reload) the reference log-probs of every pair with the scoring loop; the table is saved under `key`."""
-    folder = cache_dir or default_reference_cache()
-    path = folder / f"{key}.safetensors"
-    if path.exists():
-        t = load_file(str(path))
-        logger.info("reference: log-probs loaded from cache %s", path)
-        return PrecomputedReference(t["chosen"], t["rejected"])
+def precompute(reference: Reference, batches: Iterable[PreferenceBatch], table: ReferenceTable, autocast: Any = None,
+               on_batch: Callable[[int], None] | None = None) -> int:
+    """Fill `table` with the reference log-probs of every pair in `batches` it lacks, with the scoring loop, and save it;
+    returns the number of pairs computed."""
+    todo = (b for b in batches if not table.has(b.indices.cpu()))
     keep = ("ref_logps/chosen", "ref_logps/rejected")
-    _, per_pair = score(batches, lambda b: reference_values(reference, b), keep, autocast)
-    chosen = torch.full((n_pairs,), float("nan"), dtype=torch.float32)
-    rejected = torch.full((n_pairs,), float("nan"), dtype=torch.float32)
-    if per_pair:
-        idx = per_pair["index"].long()
-        chosen[idx], rejected[idx] = per_pair[keep[0]].float(), per_pair[keep[1]].float()
-    if torch.isnan(chosen).any() or torch.isnan(rejected).any():
-        raise RuntimeError("reference precompute left pairs without log-probs (batches did not cover the data)")
-    folder.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
-    os.close(fd)
-    save_file({"chosen": chosen, "rejected": rejected}, tmp)
-    os.replace(tmp, path)
-    logger.info("reference: log-probs of %d pairs cached at %s", n_pairs, path)
-    return PrecomputedReference(chosen, rejected)
+    _, per_pair = score(todo, lambda b: reference_values(reference, b), keep, autocast, on_batch=on_batch)
+    if not per_pair:
+        return 0
+    idx = per_pair["index"].long()
+    table.fill(idx, per_pair[keep[0]], per_pair[keep[1]])
+    table.save()
+    logger.info("reference: log-probs of %d pairs computed%s", idx.numel(), f" and cached at {table.path}" if table.path else "")
+    return int(idx.numel())

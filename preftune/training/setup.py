@@ -10,7 +10,7 @@ import os
 import random
 import shutil
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -32,8 +32,10 @@ from .callbacks import Metrics
 from .checkpoint import TrainState, checkpoint_bytes, latest_valid_checkpoint, load_checkpoint, remove_partial, save_checkpoint, verify
 from .diagnostics import Diagnostics
 from .outputs import load_trainable, save_trainable, write_config
-from .reference import (AdapterDisabledReference, NoReference, PrecomputedReference, Reference, SeparateReference, StartAdapterReference,
-                        add_frozen_start_adapter, model_fingerprint, pairs_fingerprint, precompute)
+from .progress import stage
+from .reference import (AdapterDisabledReference, NoReference, PrecomputedReference, Reference, ReferenceTable, SeparateReference,
+                        StartAdapterReference, add_frozen_start_adapter, default_reference_cache, model_fingerprint, pairs_fingerprint,
+                        precompute)
 from . import kto, scoring, sft
 from .samples import add_samples, sample_answers
 from .scoring import LossFunction, score
@@ -124,17 +126,27 @@ def reference_cache_key(cfg: RunConfig, model_fp: str, pairs_fp: str) -> str:
     return f"{model_fp}-{pairs_fp}-{hashlib.sha256(settings.encode()).hexdigest()[:12]}"
 
 
-def precomputed_tables(cfg: RunConfig, live: Reference, splits: dict[str, BatchSource], accelerator: Any) -> dict[str, PrecomputedReference]:
-    """One pass of the live reference over each split, cached by (model, data, tokenization); later runs reuse it."""
+def precomputed_tables(cfg: RunConfig, live: Reference, splits: dict[str, BatchSource], accelerator: Any,
+                       needed: dict[str, list[list[int]]] | None = None) -> dict[str, PrecomputedReference]:
+    """Each split's reference table, read from the cache (keyed by model, data and tokenization) and filled as the run
+    uses pairs. `needed`: the global batches of each split the run will use (None: all of it), which `reference.precompute:
+    upfront` computes before the first step and whose coverage lets the live reference go."""
     ref_model = live.model if isinstance(live, SeparateReference) else accelerator.unwrap_model(live.policy)
     base = model_fingerprint(ref_model)
+    folder = Path(cfg.reference.cache_dir) if cfg.reference.cache_dir else default_reference_cache()
     tables = {}
-    cache = Path(cfg.reference.cache_dir) if cfg.reference.cache_dir else None
     for name, source in splits.items():
-        key = reference_cache_key(cfg, base, pairs_fingerprint(source.pairs))
-        plain = replace(source, seed=0, shuffle=False, rank=0, world=1)  # every pair once, in the run's layout
-        with accelerator.main_process_first():
-            tables[name] = precompute(live, plain.epoch(0), len(source.pairs), key, cache, accelerator.autocast)
+        path = folder / f"{reference_cache_key(cfg, base, pairs_fingerprint(source.pairs))}.safetensors"
+        batches = (needed or {}).get(name) or source.grouping.batches(0)
+        mine = torch.tensor(sorted({i for b in batches for i in source.mine(b)}), dtype=torch.long)
+        table = ReferenceTable(len(source.pairs), path)
+        logger.info("reference: %d of the %d %s pairs this run uses are cached (%s)", int((~torch.isnan(table.chosen[mine])).sum()),
+                    mine.numel(), name, path)
+        if cfg.reference.precompute == "upfront":
+            todo = [b for b in batches if not table.has(torch.tensor(source.mine(b), dtype=torch.long))]
+            with stage(f"reference ({name})", sum(len(source.mine(b)) for b in todo), accelerator.is_main_process) as advance:
+                precompute(live, (source.batch(b) for b in todo), table, accelerator.autocast, advance)
+        tables[name] = PrecomputedReference(table, live, mine)
     return tables
 
 
@@ -336,8 +348,15 @@ class Run:
         self.state.epoch, self.state.batch_in_epoch = self.stream.epoch, self.stream.batch
         self.state.metrics_lines = self.folder.metrics.lines if self.folder.metrics is not None else None
         self.folder.write(DIAGNOSTICS, self.diagnostics.summary())
+        self.save_reference()
         return save_checkpoint(self.folder.path, self.state, self.accelerator.unwrap_model(self.policy).model, self.optimizer, self.scheduler,
                                self.cfg.train.save_total_limit, save_trainable)
+
+    def save_reference(self) -> None:
+        """Write the reference log-probs computed so far to the cache (strategy precomputed; each process its own)."""
+        for ref in {id(r): r for r in (self.ref_train, self.ref_eval)}.values():
+            if isinstance(ref, PrecomputedReference):
+                ref.save()
 
     def any_process(self, *flags: bool) -> list[bool]:
         """Each flag, true when it is true on any process (one small collective when distributed)."""
@@ -410,10 +429,11 @@ def setup_run(cfg: RunConfig, model: torch.nn.Module | None = None, tokenizer: A
         logger.info("train.compile: %d decoder layers compiled with %s (the first steps include compile time)", n, cfg.train.compile_backend)
     ref_train = ref_eval = live
     if strategy == "precomputed":
-        tables = precomputed_tables(cfg, live, {"train": data.train, **({"eval": data.eval} if data.eval else {})}, accelerator)
+        planned = BatchStream(data.train).planned(total_steps * cfg.train.grad_accum)  # from the start: a resumed run's are among them
+        tables = precomputed_tables(cfg, live, {"train": data.train, **({"eval": data.eval} if data.eval else {})}, accelerator,
+                                    {"train": planned})
         ref_train, ref_eval = tables["train"], tables.get("eval", tables["train"])
-        if isinstance(live, SeparateReference):
-            del live.model  # the frozen copy is no longer needed
+        del live  # the tables hold it until they cover what the run uses (a frozen copy is then freed)
     logger.info("reference strategy: %s", strategy)
 
     optimizer, scheduler = make_optimizer(policy, cfg, total_steps, sharded=accelerator.distributed_type in ("FSDP", "DEEPSPEED"))
@@ -457,7 +477,6 @@ def precompute_reference(cfg: RunConfig) -> Path:
     data = setup_data(cfg, accelerator)
     policy = load_model(cfg.model).to(accelerator.device) if cfg.model.lora.enabled else None
     live = build_reference(cfg, policy, accelerator, "precomputed", continuing=cfg.model.lora.adapter_path is not None)
-    precomputed_tables(cfg, live, {"train": data.train, **({"eval": data.eval} if data.eval else {})}, accelerator)
-    from .reference import default_reference_cache
-
+    every = cfg.model_copy(update={"reference": cfg.reference.model_copy(update={"precompute": "upfront"})})
+    precomputed_tables(every, live, {"train": data.train, **({"eval": data.eval} if data.eval else {})}, accelerator)  # every pair
     return Path(cfg.reference.cache_dir) if cfg.reference.cache_dir else default_reference_cache()

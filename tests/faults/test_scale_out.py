@@ -76,11 +76,14 @@ def test_only_rank_zero_writes(runs: dict[str, Path]) -> None:
     assert sorted(p.name for p in runs["two"].glob("checkpoint-*")) == ["checkpoint-2", "checkpoint-4"]
 
 
-def test_precomputed_reference_is_built_once(runs: dict[str, Path]) -> None:
-    log = runs["log"].read_text()
-    assert log.count("reference: log-probs of") == 2  # train and held-out tables, by rank 0 only
-    assert log.count("reference: log-probs loaded from cache") == 2  # rank 1 reads them
-    assert len(list((runs["two"].parent / "ref-two").glob("*.safetensors"))) == 2
+def test_each_rank_computes_its_own_reference_pairs_into_one_table(runs: dict[str, Path]) -> None:
+    from safetensors.torch import load_file
+
+    tables = sorted((load_file(str(p)) for p in (runs["two"].parent / "ref-two").glob("*.safetensors")), key=lambda t: t["chosen"].numel())
+    assert [t["chosen"].numel() for t in tables] == [8, 32]  # held-out and train splits, one file each for both ranks
+    held_out, train = (int((~t["chosen"].isnan() & ~t["rejected"].isnan()).sum()) for t in tables)
+    assert held_out == 8  # every held-out pair, half from each rank (4 + 4 per rank would be only 4 if one rank's were lost)
+    assert train == 16  # 4 steps × 2 ranks × 2 pairs: what the run used, merged from both ranks, and nothing else
 
 
 def test_two_process_checkpoint_resumes_on_one(runs: dict[str, Path]) -> None:
