@@ -63,15 +63,15 @@ def checkpoint_bytes(model: torch.nn.Module) -> int:
     return sum(3 * p.numel() * p.element_size() for p in model.parameters() if p.requires_grad)
 
 
-def save_checkpoint(output_dir: Path, state: TrainState, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                    scheduler: Any, keep: int, save_model: Any) -> Path:
+def save_checkpoint(output_dir: Path, state: TrainState, model: torch.nn.Module, optimizer_state: dict[str, Any],
+                    scheduler_state: dict[str, Any], keep: int, save_model: Any) -> Path:
     """Write checkpoint-{step} atomically; keep the newest `keep` checkpoints. `save_model(model, folder)` writes weights."""
     output_dir.mkdir(parents=True, exist_ok=True)
     final = output_dir / f"{PREFIX}{state.step}"
     tmp = Path(tempfile.mkdtemp(dir=output_dir, prefix=f".tmp-{PREFIX}{state.step}-"))
     save_model(model, tmp / "model")
-    torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
-    torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
+    torch.save(optimizer_state, tmp / "optimizer.pt")
+    torch.save(scheduler_state, tmp / "scheduler.pt")
     rng = rng_state()
     torch.save({"torch": rng["torch"]}, tmp / "rng.pt")
     (tmp / "trainer_state.json").write_text(json.dumps({**asdict(state), "python_rng": rng["python"], "numpy_rng": rng["numpy"]}))
@@ -136,9 +136,10 @@ def latest_valid_checkpoint(output_dir: Path) -> Path | None:
     return None
 
 
-def load_checkpoint(folder: Path, optimizer: torch.optim.Optimizer, scheduler: Any) -> TrainState:
-    """Restore optimizer, scheduler and RNG states (weights are loaded by the caller) and return the train state."""
-    optimizer.load_state_dict(torch.load(folder / "optimizer.pt", weights_only=True))
+def load_checkpoint(folder: Path, load_optimizer: Any, scheduler: Any) -> TrainState:
+    """Restore optimizer (`load_optimizer(state)`), scheduler and RNG states (weights are loaded by the caller) and
+    return the train state."""
+    load_optimizer(torch.load(folder / "optimizer.pt", weights_only=True))
     scheduler.load_state_dict(torch.load(folder / "scheduler.pt", weights_only=True))
     meta = json.loads((folder / "trainer_state.json").read_text())
     rng = torch.load(folder / "rng.pt", weights_only=True)

@@ -142,8 +142,14 @@ def finish(run: Run, callbacks: Callbacks, before: Metrics, after: Metrics, last
     model = run.accelerator.unwrap_model(run.policy).model
     result = TrainResult(run.folder.path, run.state.step, run.history, before, after, last, stop_reason, time.time() - run.started,
                          run.diagnostics.findings, run.state.skipped_steps, model, run.data.tokenizer)
+    full = None
+    if run.sharded and stop_reason != "interrupted":  # every process takes part in gathering the weights; the main one writes
+        from .sharding import full_state
+
+        names = {n for n, _ in model.named_parameters()} | {n for n, _ in model.named_buffers()}  # tied weights once, as save_pretrained writes them
+        full = {k: v for k, v in ((k.removeprefix("model."), v) for k, v in full_state(run.policy).items()) if k in names}
     if stop_reason != "interrupted" and run.folder.path is not None:
-        result.paths = save_outputs(run, result)
+        result.paths = save_outputs(run, result, full)
     if run.main:
         callbacks.end(result)
     if run.cfg.report_to:
@@ -154,5 +160,9 @@ def finish(run: Run, callbacks: Callbacks, before: Metrics, after: Metrics, last
 def _clip(model: torch.nn.Module, accelerator: object, max_norm: float | None) -> float:
     params = [p for p in model.parameters() if p.requires_grad and p.grad is not None]
     if max_norm is not None:
-        return float(accelerator.clip_grad_norm_(params, max_norm))  # type: ignore[attr-defined]
-    return float(torch.linalg.vector_norm(torch.stack([p.grad.detach().float().norm() for p in params]))) if params else 0.0
+        norm = accelerator.clip_grad_norm_(params, max_norm)  # type: ignore[attr-defined]
+    elif params:
+        norm = torch.nn.utils.get_total_norm([p.grad for p in params])
+    else:
+        return 0.0
+    return float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm)  # sharded (FSDP) gradients give a DTensor

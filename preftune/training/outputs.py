@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -18,13 +19,18 @@ if TYPE_CHECKING:
     from .setup import Run
 
 TRAINABLE = "trainable.safetensors"
+logger = logging.getLogger("preftune.training")
 
 
 def save_trainable(model: torch.nn.Module, folder: Path) -> None:
     """The trainable parameters (adapter or full weights) of `model` as safetensors, for checkpoints."""
+    save_tensors({n: p.detach() for n, p in model.named_parameters() if p.requires_grad}, folder)
+
+
+def save_tensors(tensors: dict[str, torch.Tensor], folder: Path) -> None:
+    """`tensors` (a checkpoint's weights) as `folder/TRAINABLE`."""
     folder.mkdir(parents=True, exist_ok=True)
-    tensors = {n: p.detach().contiguous().clone().cpu() for n, p in model.named_parameters() if p.requires_grad}
-    save_file(tensors, str(folder / TRAINABLE))
+    save_file({n: t.contiguous().clone().cpu() for n, t in tensors.items()}, str(folder / TRAINABLE))
 
 
 def load_trainable(model: torch.nn.Module, folder: Path) -> None:
@@ -34,17 +40,21 @@ def load_trainable(model: torch.nn.Module, folder: Path) -> None:
         raise RuntimeError(f"{folder}: checkpoint weights do not fit this model (unexpected {result.unexpected_keys[:5]})")
 
 
-def save_final(model: torch.nn.Module, tokenizer: Any, cfg: RunConfig, folder: Path, merge: bool) -> dict[str, str]:
-    """Weights (adapter, and merged on request) plus tokenizer in Hugging Face format; returns the folders written."""
+def save_final(model: torch.nn.Module, tokenizer: Any, cfg: RunConfig, folder: Path, merge: bool,
+               state_dict: dict[str, torch.Tensor] | None = None) -> dict[str, str]:
+    """Weights (adapter, and merged on request) plus tokenizer in Hugging Face format; returns the folders written.
+    `state_dict`: the weights gathered from a sharded model (then no merged copy is made here; `preftune export` makes one)."""
     written = {}
     folder.mkdir(parents=True, exist_ok=True)
     if is_peft(model):  # the trained adapter only (a frozen start adapter is the reference, not the result)
-        model.save_pretrained(folder, safe_serialization=True, selected_adapters=[model.active_adapter])
+        model.save_pretrained(folder, safe_serialization=True, selected_adapters=[model.active_adapter], state_dict=state_dict)
     else:
-        model.save_pretrained(folder, safe_serialization=True)
+        model.save_pretrained(folder, safe_serialization=True, state_dict=state_dict)
     tokenizer.save_pretrained(folder)
     written["model"] = str(folder)
-    if merge and hasattr(model, "merge_and_unload"):
+    if merge and state_dict is not None and hasattr(model, "merge_and_unload"):
+        logger.info("train.merge_adapter: a sharded run writes the adapter only; `preftune export` merges it")
+    elif merge and hasattr(model, "merge_and_unload"):
         merged_dir = folder.parent / MERGED_DIR
         import copy
 
@@ -83,14 +93,14 @@ SUMMARY_KEYS = ("eval/rewards/accuracies", "eval/rewards/margins", "eval/rewards
                 "eval/logps/rejected", "eval/loss", "eval/mean_token_accuracy", "eval/perplexity")  # the last two: SFT
 
 
-def save_outputs(run: "Run", result: "TrainResult") -> dict[str, Path]:
+def save_outputs(run: "Run", result: "TrainResult", state_dict: dict[str, torch.Tensor] | None = None) -> dict[str, Path]:
     """At the end of a run, on the main process: the model (and merged weights), the model card, summary.json and
-    diagnostics.json under the run folder; returns what was written."""
+    diagnostics.json under the run folder; returns what was written. `state_dict`: a sharded model's gathered weights."""
     folder = run.folder.path
     if folder is None:
         return {}
     cfg = run.cfg
-    written = save_final(result.model, run.data.tokenizer, cfg, folder / MODEL_DIR, cfg.train.merge_adapter)
+    written = save_final(result.model, run.data.tokenizer, cfg, folder / MODEL_DIR, cfg.train.merge_adapter, state_dict)
     counts = data_summary(run.data.train_split, run.data.eval_split, run.data.loaded)
     summary = {k: counts[k] for k in ("train_pairs", "eval_pairs", "format", "errors", "removed", "truncation")}
     pick = lambda m: {k: v for k, v in m.items() if k in SUMMARY_KEYS}  # noqa: E731

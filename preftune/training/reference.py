@@ -17,7 +17,7 @@ from safetensors.torch import load_file, save_file
 
 from ..data.batch import PreferenceBatch
 from ..data.tokenize import TokenizedPair
-from ..models.logprobs import sequence_logps
+from ..models.logprobs import policy_logps
 from .scoring import reference_values, score
 
 logger = logging.getLogger("preftune.training")
@@ -44,7 +44,7 @@ class ModelReference:
     @torch.no_grad()
     def logps(self, batch: PreferenceBatch) -> tuple[torch.Tensor, torch.Tensor]:
         with self.as_model() as model, _eval_mode(model):
-            s = sequence_logps(model, batch, self.chunk)
+            s = policy_logps(model, batch, self.chunk)  # a plain model, or one wrapped in LogpsModel (sharded)
         return s.chosen(batch.num_pairs), s.rejected(batch.num_pairs)
 
     def as_model(self) -> contextlib.AbstractContextManager[torch.nn.Module]:
@@ -250,6 +250,7 @@ def model_fingerprint(model: torch.nn.Module) -> str:
         if "lora_" in name and f".{REFERENCE_ADAPTER}." not in name:  # the trained adapter is not the reference (a frozen start adapter is)
             continue
         h.update(name.encode())
+        p = p.full_tensor() if hasattr(p, "full_tensor") else p  # sharded (FSDP): every process gathers the same
         h.update(p.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes() if p.dtype != torch.bool else p.cpu().numpy().tobytes())
     return h.hexdigest()[:16]
 

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from safetensors.torch import load_file
 
 from ..config import RunConfig
 from ..data.pipeline import LoadedData, Sources
@@ -31,12 +32,12 @@ from .artifacts import CONFIG, DATA_SUMMARY, DIAGNOSTICS, EVAL_PAIRS, METRICS, d
 from .callbacks import Metrics
 from .checkpoint import TrainState, checkpoint_bytes, latest_valid_checkpoint, load_checkpoint, remove_partial, save_checkpoint, verify
 from .diagnostics import Diagnostics
-from .outputs import load_trainable, save_trainable, write_config
+from .outputs import TRAINABLE, load_trainable, save_tensors, save_trainable, write_config
 from .progress import stage
 from .reference import (AdapterDisabledReference, NoReference, PrecomputedReference, Reference, ReferenceTable, SeparateReference,
                         StartAdapterReference, add_frozen_start_adapter, default_reference_cache, model_fingerprint, pairs_fingerprint,
                         precompute)
-from . import kto, scoring, sft
+from . import kto, scoring, sft, sharding
 from .samples import add_samples, sample_answers
 from .scoring import LossFunction, score
 from .tracking import MetricsFile, flat_config, tracker_setup
@@ -112,7 +113,9 @@ def build_reference(cfg: RunConfig, policy: torch.nn.Module | None, accelerator:
         check_same_vocabulary(accelerator.unwrap_model(policy), model, ref_path, "reference.name_or_path", tokenizer)
     model = model.to(accelerator.device)
     if accelerator.distributed_type == "FSDP":  # DistributedType is a str enum
-        model = accelerator.prepare_model(model, evaluation_mode=True)  # sharded like the policy
+        model = accelerator.prepare_model(LogpsModel(model, chunk), evaluation_mode=True)  # sharded like the policy
+    elif sharding.cpu_fsdp(accelerator):
+        model = sharding.shard(LogpsModel(model, chunk))
     return SeparateReference(model, chunk)
 
 
@@ -132,6 +135,7 @@ def precomputed_tables(cfg: RunConfig, live: Reference, splits: dict[str, BatchS
     uses pairs. `needed`: the global batches of each split the run will use (None: all of it), which `reference.precompute:
     upfront` computes before the first step and whose coverage lets the live reference go."""
     ref_model = live.model if isinstance(live, SeparateReference) else accelerator.unwrap_model(live.policy)
+    ref_model = ref_model.model if isinstance(ref_model, LogpsModel) else ref_model  # the same weights, the same key, sharded or not
     base = model_fingerprint(ref_model)
     folder = Path(cfg.reference.cache_dir) if cfg.reference.cache_dir else default_reference_cache()
     tables = {}
@@ -293,6 +297,7 @@ class Run:
     diagnostics: Diagnostics
     objective: Any  # (model, batch, reference, loss, chunk) -> (loss, per-pair values): the preference loss, KTO's or SFT's NLL
     summarize: Any  # the step's reduced values -> its metrics (SFT: token-mean loss and accuracy; KTO: means per label)
+    sharded: bool = False  # FSDP on CPU processes (torch's fully_shard): state dicts are gathered from every process
     history: list[dict[str, Any]] = field(default_factory=list)
     started: float = field(default_factory=time.time)
 
@@ -343,14 +348,21 @@ class Run:
     def checkpoint(self) -> Path | None:
         """Write checkpoint-{step} (weights, optimizer, scheduler, RNG, stream position); None for an in-memory run."""
         self.accelerator.wait_for_everyone()
+        model = self.accelerator.unwrap_model(self.policy).model
+        if self.sharded:  # every process takes part in gathering; the main one writes
+            weights = {k.removeprefix("model."): v for k, v in sharding.full_state(self.policy, trainable_only=True).items()}
+            optimizer_state = sharding.full_optimizer_state(self.policy, self.optimizer.optimizer)
+        else:
+            weights, optimizer_state = None, None
         if self.folder.path is None:
             return None
         self.state.epoch, self.state.batch_in_epoch = self.stream.epoch, self.stream.batch
         self.state.metrics_lines = self.folder.metrics.lines if self.folder.metrics is not None else None
         self.folder.write(DIAGNOSTICS, self.diagnostics.summary())
         self.save_reference()
-        return save_checkpoint(self.folder.path, self.state, self.accelerator.unwrap_model(self.policy).model, self.optimizer, self.scheduler,
-                               self.cfg.train.save_total_limit, save_trainable)
+        save_model = save_trainable if weights is None else (lambda _, folder: save_tensors(weights, folder))
+        return save_checkpoint(self.folder.path, self.state, model, optimizer_state or self.optimizer.state_dict(), self.scheduler.state_dict(),
+                               self.cfg.train.save_total_limit, save_model)
 
     def save_reference(self) -> None:
         """Write the reference log-probs computed so far to the cache (strategy precomputed; each process its own)."""
@@ -413,6 +425,12 @@ def setup_run(cfg: RunConfig, model: torch.nn.Module | None = None, tokenizer: A
 
     lora = cfg.model.lora.enabled or (model is not None and is_peft(model))
     strategy = resolve_strategy(cfg, lora)
+    sharded = sharding.cpu_fsdp(accelerator)
+    if sharded:
+        logger.info("FSDP on %d CPU processes: torch's fully_shard (accelerate shards only on accelerators)", accelerator.num_processes)
+        if strategy == "adapter_disabled" or (strategy == "precomputed" and lora and cfg.reference.name_or_path is None):
+            raise ConfigError(f"reference.strategy {strategy} with LoRA uses the policy's own weights as the reference, which FSDP on CPU "
+                              "does not gather outside the policy's forward pass. Fix: reference.strategy: separate (sharded like the policy).")
     needs_copy = model is not None and cfg.reference.name_or_path is None and (strategy == "separate" or (strategy == "precomputed" and not lora))
     policy, frozen = setup_policy(cfg, model, needs_copy)
     if out_dir is not None and accelerator.is_main_process:
@@ -436,15 +454,26 @@ def setup_run(cfg: RunConfig, model: torch.nn.Module | None = None, tokenizer: A
         del live  # the tables hold it until they cover what the run uses (a frozen copy is then freed)
     logger.info("reference strategy: %s", strategy)
 
-    optimizer, scheduler = make_optimizer(policy, cfg, total_steps, sharded=accelerator.distributed_type in ("FSDP", "DEEPSPEED"))
-    prepared, optimizer = accelerator.prepare(LogpsModel(policy, cfg.train.logits_chunk, top1=cfg.stage == "sft"), optimizer)
+    logps_model = LogpsModel(policy, cfg.train.logits_chunk, top1=cfg.stage == "sft")
+    if sharded:
+        sharding.shard(logps_model)  # before the optimizer: sharding replaces the parameters
+    optimizer, scheduler = make_optimizer(policy, cfg, total_steps, sharded=sharded or accelerator.distributed_type in ("FSDP", "DEEPSPEED"))
+    if sharded:
+        prepared, optimizer = logps_model, accelerator.prepare(optimizer)
+    else:
+        prepared, optimizer = accelerator.prepare(logps_model, optimizer)
     prepared.train()
 
     state = TrainState()
     resume_dir = _resume_dir(cfg, out_dir)
     if resume_dir is not None:
-        load_trainable(accelerator.unwrap_model(prepared).model, resume_dir / "model")
-        state = load_checkpoint(resume_dir, optimizer, scheduler)
+        if sharded:
+            sharding.load_full_state(prepared, {f"model.{k}": v for k, v in load_file(str(resume_dir / "model" / TRAINABLE)).items()})
+            load_optimizer = lambda s: sharding.load_full_optimizer_state(prepared, optimizer.optimizer, s)  # noqa: E731
+        else:
+            load_trainable(accelerator.unwrap_model(prepared).model, resume_dir / "model")
+            load_optimizer = optimizer.load_state_dict
+        state = load_checkpoint(resume_dir, load_optimizer, scheduler)
         logger.info("resumed from %s at step %d", resume_dir, state.step)
     folder = RunFolder(out_dir, accelerator.is_main_process, state.step if resume_dir else None, state.metrics_lines)
     if cfg.report_to and out_dir is not None:
@@ -456,7 +485,7 @@ def setup_run(cfg: RunConfig, model: torch.nn.Module | None = None, tokenizer: A
     objective, summarize, loss = choose_objective(cfg, accelerator.gather if accelerator.num_processes > 1 else None)
     return Run(cfg, accelerator, data, policy, prepared, ref_train, ref_eval, strategy, loss, optimizer, scheduler,
                BatchStream(data.train, state.epoch, state.batch_in_epoch), state, total_steps, resume_dir is not None, folder,
-               Diagnostics(diagnostics, cfg.loss.resolved_beta()), objective, summarize)
+               Diagnostics(diagnostics, cfg.loss.resolved_beta()), objective, summarize, sharded)
 
 
 def choose_objective(cfg: RunConfig, gather: Any = None) -> tuple[Any, Any, LossFunction | kto.KTOLoss]:

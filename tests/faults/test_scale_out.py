@@ -1,6 +1,7 @@
 """Two processes through `accelerate launch` on CPU (gloo): same losses as one process with the same global batch,
-metrics reduced across ranks and written once, a two-process checkpoint resumable with one process, the precomputed
-reference built once; and the shipped accelerate configs parse."""
+metrics reduced across ranks and written once, a two-process checkpoint resumable with one process, each rank's
+reference log-probs merged into one cache; FSDP on two CPU processes (torch's fully_shard) equal to one process, with a
+checkpoint that resumes; and the shipped accelerate configs parse."""
 
 from __future__ import annotations
 
@@ -102,3 +103,61 @@ def test_accelerate_configs_parse(name: str) -> None:
         assert cfg.distributed_type == "FSDP" and cfg.fsdp_config["fsdp_reshard_after_forward"] is True
     if "zero" in name:
         assert cfg.distributed_type == "DEEPSPEED" and cfg.deepspeed_config["zero_stage"] == int(name[-6])
+
+
+# ---------------------------------------------------------------- FSDP on two CPU processes
+
+def launch_fsdp(cfg: Path, log: Path) -> None:
+    run([sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(EXAMPLES / "fsdp_cpu_2proc.yaml"), "-m", "preftune.cli", "train",
+         str(cfg)], log)
+
+
+@pytest.fixture(scope="module")
+def fsdp_runs(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> dict[str, Path]:
+    """Full fine-tuning with a separate reference: one process with batch 4; FSDP over two processes with batch 2 each;
+    the FSDP run resumed from its step-2 checkpoint, again on two processes."""
+    tmp = tmp_path_factory.mktemp("fsdp")
+    data = toy_data(tmp)
+    sep = {"reference": {"strategy": "separate"}}
+    run([sys.executable, "-m", "preftune.cli", "train", str(config(tmp, tiny_model_dir, data, "one", 4, **sep))], tmp / "one.log")
+    launch_fsdp(config(tmp, tiny_model_dir, data, "fsdp", 2, **sep), tmp / "fsdp.log")
+    launch_fsdp(config(tmp, tiny_model_dir, data, "resumed", 2, resume_from=str(tmp / "fsdp" / "checkpoint-2"), **sep), tmp / "resumed.log")
+    return {"one": tmp / "one", "fsdp": tmp / "fsdp", "resumed": tmp / "resumed", "log": tmp / "fsdp.log"}
+
+
+def test_fsdp_on_two_cpu_processes_shards_and_matches_one_process(fsdp_runs: dict[str, Path]) -> None:
+    from safetensors.torch import load_file
+
+    assert "FSDP on 2 CPU processes: torch's fully_shard" in fsdp_runs["log"].read_text()  # not accelerate's silent DDP fallback
+    for key in ("loss", "eval/loss"):
+        one, fsdp = losses(fsdp_runs["one"], key), losses(fsdp_runs["fsdp"], key)
+        assert sorted(one) == sorted(fsdp) and len(one) >= 3
+        assert all(abs(one[s] - fsdp[s]) <= 1e-5 for s in one), (key, one, fsdp)
+    assert losses(fsdp_runs["one"])[4] < losses(fsdp_runs["one"])[1]  # it learned, so equal losses mean equal updates
+    a = load_file(str(fsdp_runs["one"] / "model" / "model.safetensors"))
+    b = load_file(str(fsdp_runs["fsdp"] / "model" / "model.safetensors"))  # gathered from both shards
+    assert sorted(a) == sorted(b) and all((a[k] - b[k]).abs().max() <= 1e-5 for k in a)
+
+
+def test_fsdp_checkpoint_resumes(fsdp_runs: dict[str, Path]) -> None:
+    whole, resumed = losses(fsdp_runs["fsdp"]), losses(fsdp_runs["resumed"])
+    assert sorted(resumed) == [3, 4]
+    assert all(abs(whole[s] - resumed[s]) <= 1e-5 for s in (3, 4)), (whole, resumed)
+
+
+def test_cpu_fsdp_refuses_a_reference_it_cannot_gather(tmp_path: Path, tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from preftune.errors import ConfigError
+    from preftune.training import sharding
+    from preftune.training.setup import setup_run
+
+    from ..training.helpers import tiny_config
+
+    class Accelerator:
+        distributed_type = "MULTI_CPU"
+
+    assert not sharding.cpu_fsdp(Accelerator())
+    monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
+    assert sharding.cpu_fsdp(Accelerator())
+    monkeypatch.setattr(sharding, "cpu_fsdp", lambda accelerator: True)
+    with pytest.raises(ConfigError, match="reference.strategy: separate"):
+        setup_run(tiny_config(tmp_path, tiny_model_dir, "model.lora.enabled=true", "reference.strategy=adapter_disabled"))
