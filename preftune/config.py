@@ -113,8 +113,10 @@ class ModelConfig(Section):
     name_or_path: str = Field("smollm2-135m-instruct", description="HF folder or hub name, a .gguf file, or smollm2-135m-instruct (embedded)")
     dtype: Literal["float32", "bfloat16", "float16", "auto"] = "float32"
     trust_remote_code: bool = False
-    attention: Literal["sdpa", "flex"] = Field("sdpa", description="attention kernel: sdpa (dense masks of the layout) or flex "
-                                                 "(FlexAttention, block-sparse masks; needs train.layout packed or prefix_shared)")
+    attention: Literal["sdpa", "flex", "segments"] = Field(
+        "sdpa", description="attention kernel: sdpa (dense masks of the layout), segments (SDPA per pair segment: no attention between "
+        "the pairs packed in a row; any device) or flex (FlexAttention, block-sparse masks, CUDA); segments and flex need train.layout "
+        "packed or prefix_shared")
     quantize_4bit: bool = Field(False, description="QLoRA: 4-bit base weights (needs bitsandbytes and a GPU)")
     lora: LoraConfig = Field(default_factory=LoraConfig)
 
@@ -271,6 +273,13 @@ class RunConfig(Section):
         if self.stage == "sft":
             return self.data.settings(train, eval, "sft", self.sft.completion_only_loss)
         return self.data.settings(train, eval, "unpaired" if self.loss.unpaired() else "preference")
+
+    @model_validator(mode="after")
+    def _attention_fits_layout(self) -> "RunConfig":
+        if self.model.attention == "segments" and self.train.resolved_layout() == "padded":
+            raise ValueError("model.attention segments runs attention per pair segment of the packed or prefix_shared layout; "
+                             "train.layout padded has none. Fix: train.layout: packed, or model.attention: sdpa")
+        return self
 
     @model_validator(mode="after")
     def _reference_fits_loss(self) -> "RunConfig":

@@ -1,7 +1,11 @@
-"""FlexAttention masks (`model.attention: flex`): the prefix-shared / packed masks as block-sparse `BlockMask`s."""
+"""Attention kernels for the prefix-shared / packed layouts, whose masks let each token see only its own pair:
+FlexAttention's block-sparse `BlockMask`s (`model.attention: flex`, CUDA), and per-segment attention
+(`model.attention: segments`, any device), which gathers each pair's tokens and runs SDPA on them alone, so no
+(query, key) block of two different pairs is computed."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -9,7 +13,8 @@ import torch
 from ..data.batch import PreferenceBatch
 from ..errors import ConfigError
 
-IMPLEMENTATIONS = {"sdpa": "sdpa", "flex": "flex_attention"}  # model.attention -> transformers' attn_implementation
+SEGMENTS = "preftune_segments"
+IMPLEMENTATIONS = {"sdpa": "sdpa", "flex": "flex_attention", "segments": SEGMENTS}  # model.attention -> transformers' attn_implementation
 _last: list[Any] = [None, None]  # (segment ids, BlockMask) of the latest batch: the policy and a live reference share it
 
 
@@ -40,3 +45,93 @@ def flex_block_mask(batch: PreferenceBatch) -> Any:
     rows, length = segment.shape
     _last[:] = segment, create_block_mask(mask_mod, B=rows, H=None, Q_LEN=length, KV_LEN=length, device=segment.device)
     return _last[1]
+
+
+@dataclass
+class SegmentPlan:
+    """Where each pair segment of a batch lies: `gather` (S, Lmax) positions in the flattened rows (R·L) of each
+    segment's tokens, padded with its first; `mask` (S, 1, Lmax, Lmax) its own block of the batch's mask, padding
+    seeing itself; `src` / `dest` the real tokens' positions in (S·Lmax) and in (R·L). `source` is the batch mask it
+    was built from: attention calls with another mask (generation, other layouts) run plain SDPA."""
+
+    source: torch.Tensor
+    gather: torch.Tensor
+    mask: torch.Tensor
+    src: torch.Tensor
+    dest: torch.Tensor
+
+
+_plan: list[SegmentPlan | None] = [None]
+
+
+def segment_plan(batch: PreferenceBatch) -> SegmentPlan:
+    """The batch's `SegmentPlan`, made the active one for attention (built once per batch)."""
+    current = _plan[0]
+    if current is not None and current.source is batch.attention_mask:
+        return current
+    if "segment" not in batch.extras:
+        raise ConfigError(f"model.attention: segments needs segment ids, which the {batch.layout} layout has none of. "
+                          "Fix: set train.layout: packed (or prefix_shared), or model.attention: sdpa.")
+    segment = batch.extras["segment"].cpu()
+    rows, length = segment.shape
+    spans = []  # (row, start, end) of each segment
+    for r in range(rows):
+        ids = segment[r]
+        change = torch.nonzero(ids[1:] != ids[:-1]).flatten() + 1
+        bounds = [0, *change.tolist(), length]
+        spans += [(r, a, b) for a, b in zip(bounds[:-1], bounds[1:]) if int(ids[a]) >= 0]
+    width = max(b - a for _, a, b in spans)
+    offsets = torch.arange(width)
+    starts = torch.tensor([r * length + a for r, a, _ in spans])
+    sizes = torch.tensor([b - a for _, a, b in spans])
+    real = offsets[None, :] < sizes[:, None]
+    gather = torch.where(real, starts[:, None] + offsets[None, :], starts[:, None])
+    dense = batch.attention_mask.cpu()
+    mask = torch.zeros(len(spans), 1, width, width, dtype=torch.bool)
+    for s, (r, a, b) in enumerate(spans):
+        mask[s, 0, :b - a, :b - a] = dense[r, 0, a:b, a:b]
+    mask |= torch.eye(width, dtype=torch.bool)  # padding sees itself (no empty softmax row)
+    device = batch.attention_mask.device
+    plan = SegmentPlan(batch.attention_mask, gather.to(device), mask.to(device), real.flatten().nonzero().flatten().to(device),
+                       gather[real].to(device))
+    _plan[0] = plan
+    return plan
+
+
+def segment_attention_forward(module: torch.nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+                              attention_mask: torch.Tensor | None, dropout: float = 0.0, scaling: float | None = None,
+                              **kwargs: Any) -> tuple[torch.Tensor, None]:
+    """transformers' attention interface: (B, H, L, D) queries, keys, values -> (B, L, H, D). With the active plan's
+    mask, each segment's tokens attend among themselves only; otherwise plain SDPA."""
+    from transformers.integrations.sdpa_attention import repeat_kv, sdpa_attention_forward
+
+    plan = _plan[0]
+    if plan is None or attention_mask is not plan.source:
+        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs)
+    rows, heads, length, dim = query.shape
+
+    def pick(t: torch.Tensor) -> torch.Tensor:  # (R, h, L, D) -> (S, h, Lmax, D)
+        return t.transpose(1, 2).reshape(rows * length, t.shape[1], dim)[plan.gather].transpose(1, 2)
+
+    q, k, v = pick(query), pick(key), pick(value)
+    groups = heads // key.shape[1]
+    if groups > 1:
+        k, v = repeat_kv(k, groups), repeat_kv(v, groups)
+    out = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=plan.mask, dropout_p=dropout if module.training else 0.0,
+                                                           scale=scaling)
+    out = out.transpose(1, 2).reshape(-1, heads, dim)[plan.src]  # (tokens, H, D)
+    full = out.new_zeros(rows * length, heads, dim).index_copy(0, plan.dest, out)
+    return full.view(rows, length, heads, dim), None
+
+
+def register_segment_attention() -> None:
+    """Make `model.attention: segments` known to transformers (attention function, and SDPA's mask for generation)."""
+    from transformers import AttentionInterface
+    from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, sdpa_mask
+
+    AttentionInterface.register(SEGMENTS, segment_attention_forward)
+    ALL_MASK_ATTENTION_FUNCTIONS.register(SEGMENTS, sdpa_mask)
+
+
+def uses_segments(module: torch.nn.Module) -> bool:
+    return getattr(getattr(module, "config", None), "_attn_implementation", None) == SEGMENTS

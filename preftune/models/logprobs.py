@@ -13,7 +13,7 @@ import torch
 from torch.utils.checkpoint import checkpoint
 
 from ..data.batch import PreferenceBatch
-from .attention import flex_block_mask, uses_flex
+from .attention import flex_block_mask, segment_plan, uses_flex, uses_segments
 
 
 @dataclass
@@ -75,6 +75,8 @@ def sequence_logps(model: torch.nn.Module, batch: PreferenceBatch, chunk: int = 
     slot's tokens are the model's most likely token)."""
     decoder, head = decoder_and_head(model)
     mask = flex_block_mask(batch) if uses_flex(decoder) else batch.attention_mask
+    if uses_segments(decoder) and batch.attention_mask.dim() == 4:
+        segment_plan(batch)  # attention then runs per pair segment
     out = decoder(input_ids=batch.input_ids, attention_mask=mask, position_ids=batch.position_ids, use_cache=False)
     hidden = out.last_hidden_state[batch.rows, batch.cols]
     lp, ml, hit = token_logps(hidden, batch.labels, head, chunk, top1)

@@ -141,3 +141,44 @@ def test_flex_attention_is_refused_without_a_gpu(tiny_model_dir) -> None:
 
     with pytest.raises(ConfigError, match="model.attention: sdpa on CPU"):
         load_model(ModelConfig(name_or_path=str(tiny_model_dir), attention="flex"))
+
+
+@pytest.mark.parametrize("layout", ["prefix_shared", "packed"])
+def test_segment_attention_gives_the_sdpa_log_probs_and_gradients(layout: str, tiny_model_dir, smol_tokenizer) -> None:
+    from preftune.models.attention import register_segment_attention
+
+    register_segment_attention()
+    pairs = hh_pairs(smol_tokenizer, 6)
+    batch = collate(layout, pairs, range(len(pairs)), smol_tokenizer.pad_token_id, row_tokens=700)
+    if layout == "packed":
+        assert batch.input_ids.shape[0] < len(pairs)  # several pairs share a row: what segment attention separates
+    out, grads = {}, {}
+    for impl in ("sdpa", "preftune_segments"):
+        model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32, attn_implementation=impl)
+        out[impl] = sequence_logps(model, batch, chunk=64).logps
+        (out[impl] * torch.linspace(-1, 1, out[impl].numel())).sum().backward()
+        grads[impl] = {n: p.grad.clone() for n, p in model.named_parameters() if "layers.0." in n or "embed" in n}
+    torch.testing.assert_close(out["preftune_segments"], out["sdpa"], rtol=1e-5, atol=1e-5)
+    for n in grads["sdpa"]:
+        torch.testing.assert_close(grads["preftune_segments"][n], grads["sdpa"][n], rtol=1e-4, atol=1e-6, msg=n)
+
+
+def test_segment_plan_holds_each_pair_alone_and_other_masks_run_plain_sdpa(tiny_model_dir, smol_tokenizer) -> None:
+    from preftune.models.attention import register_segment_attention, segment_plan
+
+    register_segment_attention()
+    pairs = hh_pairs(smol_tokenizer, 5)
+    batch = collate("packed", pairs, range(5), smol_tokenizer.pad_token_id, row_tokens=900)
+    plan = segment_plan(batch)
+    lengths = sorted(len(p.prompt) + len(p.chosen) + len(p.rejected) for p in pairs)
+    assert plan.gather.shape == (5, lengths[-1]) and sorted(plan.mask[:, 0].diagonal(dim1=-2, dim2=-1).sum(-1).tolist()) == [lengths[-1]] * 5
+    assert plan.dest.numel() == sum(lengths) and segment_plan(batch) is plan
+    flat = batch.input_ids.flatten()
+    for s in range(5):  # each segment gathers one pair's tokens, in order
+        got = flat[plan.gather[s]].tolist()
+        assert any(got[:n] == p.prompt + p.chosen + p.rejected for p in pairs for n in [len(p.prompt) + len(p.chosen) + len(p.rejected)])
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32, attn_implementation="preftune_segments").eval()
+    plain = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32).eval()
+    ids = torch.tensor([pairs[0].prompt])  # generation-style call: a 2D mask, not the plan's
+    with torch.no_grad():
+        torch.testing.assert_close(model(ids).logits, plain(ids).logits)
