@@ -200,7 +200,9 @@ class TrainConfig(Section):
         "auto", description="batch layout: padded, prefix_shared (prompt computed once), packed (several pairs a row); auto = packed")
     pack_tokens: int = Field(512, ge=16, description="most tokens per row in the packed layout (a longer pair gets its own row); longer rows compute more masked attention (bench/layouts.py)")
     logits_chunk: int = Field(1024, ge=1, description="response tokens per LM-head chunk")
-    gradient_checkpointing: bool = Field(False, description="recompute activations in the backward pass: less memory, about a third more compute")
+    gradient_checkpointing: bool | Literal["selective"] = Field(
+        False, description="recompute activations in the backward pass: true recomputes each decoder layer whole (least memory, about a "
+        "third more compute); selective keeps the matrix products and attention outputs and recomputes the cheap elementwise and norm ops")
     optimizer_impl: Literal["auto", "fused", "foreach"] = Field(
         "auto", description="AdamW kernel: fused (one kernel over all parameters), foreach, or auto (fused where torch has it for the parameters)")
     compile: bool = Field(False, description="torch.compile each decoder layer (policy and reference); pays a compile time once per run")

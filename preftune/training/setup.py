@@ -25,6 +25,7 @@ from ..data.stream import BatchSource, BatchStream
 from ..data.unpaired import kl_pairs, weight_advice
 from ..errors import ConfigError, PreftuneError
 from ..run_files import check_writable
+from ..models.checkpointing import enable_checkpointing
 from ..models.compiling import compile_layers
 from ..models.loading import add_lora, check_same_vocabulary, is_peft, load_model, load_tokenizer
 from ..models.logprobs import LogpsModel
@@ -437,7 +438,7 @@ def setup_run(cfg: RunConfig, model: torch.nn.Module | None = None, tokenizer: A
         check_space(out_dir, space_needed(policy, cfg, total_steps))
     policy = policy.to(accelerator.device)
     if cfg.train.gradient_checkpointing:
-        policy.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        enable_checkpointing(policy, cfg.train.gradient_checkpointing)
     continuing = cfg.model.lora.adapter_path is not None or (model is not None and is_peft(model))
     live = build_reference(cfg, policy, accelerator, strategy, frozen, continuing, data.tokenizer)
     if cfg.train.compile:

@@ -182,3 +182,41 @@ def test_segment_plan_holds_each_pair_alone_and_other_masks_run_plain_sdpa(tiny_
     ids = torch.tensor([pairs[0].prompt])  # generation-style call: a 2D mask, not the plan's
     with torch.no_grad():
         torch.testing.assert_close(model(ids).logits, plain(ids).logits)
+
+
+@pytest.mark.parametrize("mode", [True, "selective"])
+def test_gradient_checkpointing_gives_the_same_gradients_and_selective_recomputes_no_matmul(mode, tiny_model_dir, smol_tokenizer,
+                                                                                            monkeypatch) -> None:
+    from preftune.models import checkpointing
+
+    from torch.utils.checkpoint import CheckpointPolicy
+
+    calls: list[tuple[str, object]] = []
+    original = checkpointing._policy
+
+    def counting(saved, ctx, op, *args, **kwargs):  # the policy decides in the forward pass what the backward recomputes
+        decision = original(saved, ctx, op, *args, **kwargs)
+        calls.append((str(op), decision))
+        return decision
+
+    monkeypatch.setattr(checkpointing, "_policy", counting)
+    pairs = hh_pairs(smol_tokenizer, 4)
+    batch = collate("packed", pairs, range(4), smol_tokenizer.pad_token_id, row_tokens=700)
+    grads = {}
+    for setting in (False, mode):
+        model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32, attn_implementation="sdpa")
+        if setting:
+            checkpointing.enable_checkpointing(model, setting)
+        model.train()
+        sequence_logps(model, batch, chunk=64).logps.sum().backward()
+        grads[setting] = {n: p.grad.clone() for n, p in model.named_parameters()}
+    for n in grads[False]:
+        torch.testing.assert_close(grads[mode][n], grads[False][n], rtol=1e-5, atol=1e-6, msg=n)
+    recomputed = {op for op, decision in calls if decision == CheckpointPolicy.PREFER_RECOMPUTE}
+    kept = {op for op, decision in calls if decision == CheckpointPolicy.MUST_SAVE}
+    if mode == "selective":
+        assert any(op.startswith("aten.mm") for op in kept) and any(op.startswith("aten._scaled_dot") for op in kept)
+        assert any("silu" in op for op in recomputed) and any("rsqrt" in op for op in recomputed)  # activations and norms recomputed
+        assert not any(op.startswith(("aten.mm", "aten.addmm", "aten.bmm", "aten._scaled_dot")) for op in recomputed)  # products kept
+    else:
+        assert not calls  # whole layers: no selective policy
