@@ -35,7 +35,8 @@ MAX_LENGTH = 512
 PRE = {"reference.strategy": "precomputed", "reference.precompute": "upfront"}  # TRL's precompute_ref_log_probs: a pass before step 1
 PREFTUNE_VARIANTS = [{}, PRE]  # defaults: packed layout, chunked LM head, live reference
 # tried too without --quick, to show whether the options help here (the default stays off where they do not)
-PREFTUNE_OPTIONAL = [{**PRE, "train.compile": "true"}, {**PRE, "train.gradient_checkpointing": "true"}, {**PRE, "train.optimizer_impl": "foreach"},
+PREFTUNE_OPTIONAL = [{**PRE, "train.compile": "true", "train.static_shapes": "true"}, {**PRE, "train.gradient_checkpointing": "true"},
+                     {**PRE, "train.gradient_checkpointing": "selective"}, {**PRE, "train.optimizer_impl": "foreach"},
                      {**PRE, "model.attention": "segments"}]
 
 

@@ -205,6 +205,8 @@ class TrainConfig(Section):
         "third more compute); selective keeps the matrix products and attention outputs and recomputes the cheap elementwise and norm ops")
     optimizer_impl: Literal["auto", "fused", "foreach"] = Field(
         "auto", description="AdamW kernel: fused (one kernel over all parameters), foreach, or auto (fused where torch has it for the parameters)")
+    static_shapes: bool = Field(False, description="packed rows padded to a multiple of train.pack_tokens, so batches come in a handful "
+                                "of shapes and train.compile compiles each once (the padding is logged as padding_share)")
     compile: bool = Field(False, description="torch.compile each decoder layer (policy and reference); pays a compile time once per run")
     compile_backend: str = Field("inductor", description="torch.compile backend with train.compile (inductor; aot_eager to debug)")
     merge_adapter: bool = Field(False, description="also save merged weights at the end (LoRA)")

@@ -205,18 +205,21 @@ def _exact(order: list[int], lengths: Sequence[int], n: int, cap: int, budget: i
     return rows if place(0) else None
 
 
-def collate_shared(pairs: Sequence[TokenizedPair], indices: Sequence[int], pad_id: int, row_tokens: int | None = None) -> PreferenceBatch:
+def collate_shared(pairs: Sequence[TokenizedPair], indices: Sequence[int], pad_id: int, row_tokens: int | None = None,
+                   static: bool = False) -> PreferenceBatch:
     """Each pair as one segment [prompt | chosen | rejected]: the prompt is computed once for both responses.
 
     Rejected tokens do not see chosen tokens, and their position ids restart where the prompt ends, so each
     response sees exactly [prompt | itself]. With `row_tokens`, segments are packed several to a row
     (`pack_rows`) with block-diagonal masks, so little padding is computed; without it, one pair per row (the
-    prefix-shared layout).
+    prefix-shared layout). `static` pads the rows to a multiple of `row_tokens`, so batches come in few shapes.
     """
     b = len(pairs)
     seg_len = [len(p.prompt) + len(p.chosen) + len(p.rejected) for p in pairs]
     rows_of = [[i] for i in range(b)] if row_tokens is None else pack_rows(seg_len, row_tokens)
     length = max(sum(seg_len[i] for i in row) for row in rows_of)
+    if static and row_tokens is not None:
+        length = -(-length // row_tokens) * row_tokens
     n_rows = len(rows_of)
     ids = torch.full((n_rows, length), pad_id, dtype=torch.long)
     pos = torch.zeros((n_rows, length), dtype=torch.long)
@@ -258,12 +261,13 @@ def collate_shared(pairs: Sequence[TokenizedPair], indices: Sequence[int], pad_i
 LAYOUTS = ("padded", "prefix_shared", "packed")
 
 
-def collate(layout: str, pairs: Sequence[TokenizedPair], indices: Sequence[int], pad_id: int, row_tokens: int = 512) -> PreferenceBatch:
-    """The batch of `pairs` in the named layout."""
+def collate(layout: str, pairs: Sequence[TokenizedPair], indices: Sequence[int], pad_id: int, row_tokens: int = 512,
+            static: bool = False) -> PreferenceBatch:
+    """The batch of `pairs` in the named layout (`static`: packed rows padded to a multiple of `row_tokens`)."""
     if layout == "padded":
         return collate_padded(pairs, indices, pad_id)
     if layout == "prefix_shared":
         return collate_shared(pairs, indices, pad_id)
     if layout == "packed":
-        return collate_shared(pairs, indices, pad_id, row_tokens)
+        return collate_shared(pairs, indices, pad_id, row_tokens, static)
     raise ValueError(f"unknown layout {layout!r}; valid: {LAYOUTS}")

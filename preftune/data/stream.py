@@ -28,6 +28,7 @@ class BatchSource:
     device: torch.device | str = "cpu"
     layout: str = "padded"
     pack_tokens: int = 512
+    static: bool = False  # packed rows padded to a multiple of pack_tokens (few shapes, for torch.compile)
     labels: Sequence[bool] | None = None
 
     def __post_init__(self) -> None:
@@ -42,7 +43,7 @@ class BatchSource:
     def batch(self, indices: list[int]) -> PreferenceBatch:
         """This process's share of the global batch `indices`, collated in the layout and moved to the device."""
         mine = self.mine(indices)
-        batch = collate(self.layout, [self.pairs[i] for i in mine], mine, self.pad_id, self.pack_tokens)
+        batch = collate(self.layout, [self.pairs[i] for i in mine], mine, self.pad_id, self.pack_tokens, self.static)
         if self.labels is not None:
             batch.extras["label"] = torch.tensor([bool(self.labels[i]) for i in mine], dtype=torch.bool)
         return batch.to(self.device)

@@ -51,6 +51,7 @@ def fit(run: Run, callbacks: Callbacks, interrupted: Callable[[], bool] = lambda
             state.pairs_seen += int(metrics["num_pairs"])
             seconds = max(time.time() - tick, 1e-9)
             metrics |= {"pairs_per_second": metrics["num_pairs"] / seconds, "tokens_per_second": metrics["num_tokens"] / seconds,
+                        "padding_share": 1 - metrics["num_tokens"] / max(metrics.pop("num_positions"), 1),
                         "epoch": run.stream.progress}
             metrics |= run.diagnostics.observe_train(state.step, metrics)
             last = metrics
@@ -111,6 +112,7 @@ def optimizer_step(run: Run) -> Metrics:
             accelerator.backward(loss / grad_accum)
         acc.add(values)
         acc.add_total("num_tokens", batch.token_count())
+        acc.add_total("num_positions", torch.tensor(batch.input_ids.numel()))
     grad_norm = _clip(run.policy, accelerator, run.cfg.train.max_grad_norm)
     if not math.isfinite(grad_norm):
         run.optimizer.zero_grad(set_to_none=True)

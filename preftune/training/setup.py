@@ -222,7 +222,8 @@ def setup_data(cfg: RunConfig, accelerator: Any, tokenizer: Any = None, train: S
     train_split, eval_split, loaded = prepare_data(cfg.data_settings(train, eval), tokenizer, cfg.train.seed)
     layout = cfg.train.resolved_layout()
     common = dict(pad_id=tokenizer.pad_token_id, rank=accelerator.process_index, world=accelerator.num_processes,
-                  device=accelerator.device, layout=layout, pack_tokens=cfg.train.pack_tokens)
+                  device=accelerator.device, layout=layout, pack_tokens=cfg.train.pack_tokens,
+                  static=cfg.train.static_shapes)
     unpaired = cfg.stage == "preference" and cfg.loss.unpaired()
 
     def source(split: TokenizedSplit, seed: int, shuffle: bool) -> BatchSource:
@@ -442,9 +443,10 @@ def setup_run(cfg: RunConfig, model: torch.nn.Module | None = None, tokenizer: A
     continuing = cfg.model.lora.adapter_path is not None or (model is not None and is_peft(model))
     live = build_reference(cfg, policy, accelerator, strategy, frozen, continuing, data.tokenizer)
     if cfg.train.compile:
-        n = compile_layers(policy, cfg.train.compile_backend)
+        dynamic = not cfg.train.static_shapes
+        n = compile_layers(policy, cfg.train.compile_backend, dynamic)
         if isinstance(live, SeparateReference):
-            compile_layers(live.model, cfg.train.compile_backend)
+            compile_layers(live.model, cfg.train.compile_backend, dynamic)
         logger.info("train.compile: %d decoder layers compiled with %s (the first steps include compile time)", n, cfg.train.compile_backend)
     ref_train = ref_eval = live
     if strategy == "precomputed":
