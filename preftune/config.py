@@ -209,6 +209,9 @@ class TrainConfig(Section):
                                 "of shapes and train.compile compiles each once (the padding is logged as padding_share)")
     compile: bool = Field(False, description="torch.compile each decoder layer (policy and reference); pays a compile time once per run")
     compile_backend: str = Field("inductor", description="torch.compile backend with train.compile (inductor; aot_eager to debug)")
+    compile_mode: Literal["default", "reduce-overhead", "max-autotune"] = Field(
+        "default", description="torch.compile mode with train.compile; reduce-overhead captures CUDA graphs on a GPU (needs "
+        "train.static_shapes, so each shape is captured once)")
     merge_adapter: bool = Field(False, description="also save merged weights at the end (LoRA)")
     on_nonfinite: Literal["stop", "skip"] = Field(
         "stop", description="NaN/inf loss or gradient: stop (keeping the last checkpoint) or skip the step (counted, batch named)")
@@ -277,6 +280,13 @@ class RunConfig(Section):
         if self.stage == "sft":
             return self.data.settings(train, eval, "sft", self.sft.completion_only_loss)
         return self.data.settings(train, eval, "unpaired" if self.loss.unpaired() else "preference")
+
+    @model_validator(mode="after")
+    def _compile_mode_fits_shapes(self) -> "RunConfig":
+        if self.train.compile_mode == "reduce-overhead" and not (self.train.compile and self.train.static_shapes):
+            raise ValueError("train.compile_mode reduce-overhead (CUDA graphs) needs train.compile: true and train.static_shapes: true "
+                             "(a graph is captured per shape). Fix: set both, or compile_mode: default")
+        return self
 
     @model_validator(mode="after")
     def _attention_fits_layout(self) -> "RunConfig":

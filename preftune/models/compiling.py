@@ -8,13 +8,14 @@ from ..errors import ConfigError
 from .logprobs import decoder_and_head
 
 
-def compile_layers(model: torch.nn.Module, backend: str = "inductor", dynamic: bool = True) -> int:
+def compile_layers(model: torch.nn.Module, backend: str = "inductor", dynamic: bool = True, mode: str = "default") -> int:
     """Compile each decoder layer of `model` (also through a peft wrapper) with `torch.compile`; returns how many.
 
     Layers are compiled one by one (`nn.Module.compile`), so parameter names, saving and gradient checkpointing are
     unchanged, the attention-mask building between layers stays eager, and one compiled graph serves every layer.
     `dynamic`: graphs for dynamic shapes from the start (packed rows change length from batch to batch); with
-    `train.static_shapes` the batches come in a handful of shapes and each gets its own static graph (`dynamic=False`).
+    `train.static_shapes` the batches come in a handful of shapes and each gets its own static graph (`dynamic=False`),
+    which `mode="reduce-overhead"` captures as CUDA graphs on a GPU.
     """
     decoder, _ = decoder_and_head(model)
     layers = getattr(decoder, "layers", None)
@@ -22,5 +23,5 @@ def compile_layers(model: torch.nn.Module, backend: str = "inductor", dynamic: b
         raise ConfigError(f"train.compile: {type(decoder).__name__} has no `layers` list of decoder layers to compile. "
                           "Fix: set train.compile: false for this model.")
     for layer in layers:
-        layer.compile(backend=backend, dynamic=dynamic)
+        layer.compile(backend=backend, dynamic=dynamic, mode=None if mode == "default" else mode)
     return len(layers)

@@ -444,9 +444,9 @@ def setup_run(cfg: RunConfig, model: torch.nn.Module | None = None, tokenizer: A
     live = build_reference(cfg, policy, accelerator, strategy, frozen, continuing, data.tokenizer)
     if cfg.train.compile:
         dynamic = not cfg.train.static_shapes
-        n = compile_layers(policy, cfg.train.compile_backend, dynamic)
+        n = compile_layers(policy, cfg.train.compile_backend, dynamic, cfg.train.compile_mode)
         if isinstance(live, SeparateReference):
-            compile_layers(live.model, cfg.train.compile_backend, dynamic)
+            compile_layers(live.model, cfg.train.compile_backend, dynamic, cfg.train.compile_mode)
         logger.info("train.compile: %d decoder layers compiled with %s (the first steps include compile time)", n, cfg.train.compile_backend)
     ref_train = ref_eval = live
     if strategy == "precomputed":

@@ -58,3 +58,26 @@ def test_compiled_layers_never_recompile_after_warm_up_with_static_shapes(smol_t
             with torch._dynamo.config.patch(error_on_recompile=True), pytest.raises(Exception, match="[Rr]ecompil"):
                 sequence_logps(model, fresh[0], 64).logps.sum().backward()
     torch._dynamo.reset()
+
+
+def test_cuda_graphs_need_static_shapes(tmp_path, tiny_model_dir) -> None:
+    from preftune.config import load_config
+
+    with pytest.raises(Exception, match="reduce-overhead .* needs train.compile: true and train.static_shapes: true"):
+        load_config(None, [f"model.name_or_path={tiny_model_dir}", "train.compile=true", "train.compile_mode=reduce-overhead"])
+    load_config(None, [f"model.name_or_path={tiny_model_dir}", "train.compile=true", "train.static_shapes=true", "train.compile_mode=reduce-overhead"])
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a CUDA GPU")
+def test_cuda_graph_steps_equal_eager_steps_on_gpu(tmp_path, tiny_model_dir) -> None:
+    from preftune.training.run import train
+
+    from ..training.helpers import tiny_config, train_metrics
+
+    losses = {}
+    for name, extra in {"eager": [], "graphs": ["train.compile=true", "train.static_shapes=true", "train.compile_mode=reduce-overhead"]}.items():
+        cfg = tiny_config(tmp_path, tiny_model_dir, "train.max_steps=6", "train.learning_rate=1e-2", "train.static_shapes=true", *extra, name=name)
+        train(cfg, show_progress=False)
+        losses[name] = [m["loss"] for m in train_metrics(tmp_path / name)]
+    assert losses["eager"][-1] < losses["eager"][0]
+    assert losses["graphs"] == pytest.approx(losses["eager"], abs=1e-4)
