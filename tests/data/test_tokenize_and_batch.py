@@ -231,3 +231,44 @@ def test_the_exhaustive_search_packs_where_both_heuristics_need_a_row_more() -> 
     rows = pack_rows(lengths, cap)
     assert len(rows) == 3 and sorted(i for row in rows for i in row) == list(range(9))
     assert all(sum(lengths[i] for i in row) <= cap for row in rows)
+
+
+def test_collated_batches_name_their_layout_and_hold_exact_positions_segments_and_indexes() -> None:
+    from preftune.data.tokenize import TokenizedPair
+
+    pairs = [TokenizedPair([1, 2], [3, 4, 5], [6]), TokenizedPair([7], [8], [9, 10], weight=0.5)]
+    padded = collate("padded", pairs, [4, 9], pad_id=0)
+    assert padded.layout == "padded" and padded.position_ids[0].tolist() == [0, 1, 2, 3, 4] and padded.position_ids[3].tolist()[:3] == [0, 1, 2]
+    assert padded.weights.tolist() == [1.0, 0.5] and padded.weights.dtype == torch.float32
+    assert [collate(n, pairs, [4, 9], pad_id=0).layout for n in ("prefix_shared", "packed")] == ["prefix_shared", "packed"]
+    packed = collate("packed", pairs, [4, 9], pad_id=0, row_tokens=16, static=True)
+    assert packed.input_ids.shape == (1, 16) and packed.extras["segment"][0].tolist() == [0] * 6 + [1] * 4 + [-1] * 6  # -1: padding
+    assert packed.position_ids[0, :10].tolist() == [0, 1, 2, 3, 4, 2, 0, 1, 1, 2]  # rejected restarts after the prompt
+    assert packed.extras["part"][0, :10].tolist() == [0, 0, 1, 1, 1, 2, 0, 1, 2, 2]
+    assert packed.input_ids.dtype == torch.long and packed.position_ids.dtype == torch.long and packed.extras["valid"].dtype == torch.bool
+    with pytest.raises(ValueError, match="a pair has an empty prompt: every sequence needs at least one prompt token"):
+        collate("packed", [TokenizedPair([], [3], [4])], [0], pad_id=0)
+    with pytest.raises(ValueError, match="a response starts at position 0: every sequence needs at least one prompt token"):
+        collate("padded", [TokenizedPair([], [3], [4])], [0], pad_id=0)
+
+
+def test_a_pair_without_a_rejected_response_indexes_only_its_chosen_tokens() -> None:
+    from preftune.data.tokenize import TokenizedPair
+
+    for layout in ("prefix_shared", "packed"):
+        batch = collate(layout, [TokenizedPair([1, 2], [3, 4], []), TokenizedPair([5], [6], [7])], [0, 1], pad_id=0)
+        assert len(batch.rows) == len(batch.cols) == len(batch.labels) == len(batch.seq) == 2 + 1 + 1
+        assert batch.lengths.tolist() == [2, 1, 0, 1]
+
+
+def test_drop_last_keeps_a_full_last_batch_and_first_fit_fills_a_row_exactly() -> None:
+    from preftune.data.batch import _first_fit
+
+    for shuffle in (False, True):
+        grouped = LengthGroupedBatches([5, 9, 2, 7, 3, 8, 1, 6], 4, seed=1, shuffle=shuffle, drop_last=True)
+        consecutive = ConsecutiveBatches(8, 4, seed=1, shuffle=shuffle, drop_last=True)
+        for batches in (grouped.batches(0), consecutive.batches(0)):
+            assert len(batches) == 2 and sorted(i for b in batches for i in b) == list(range(8))
+        assert len(LengthGroupedBatches([5, 9, 2, 7, 3, 8, 1], 4, seed=1, shuffle=shuffle, drop_last=True).batches(0)) == 1
+    assert _first_fit([0, 1], [5, 5], 1, 10) == [[0, 1]]  # a row filled to exactly its size
+    assert _first_fit([0, 1], [5, 6], 1, 10) is None
