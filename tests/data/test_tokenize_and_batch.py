@@ -241,14 +241,19 @@ def test_collated_batches_name_their_layout_and_hold_exact_positions_segments_an
     assert padded.layout == "padded" and padded.position_ids[0].tolist() == [0, 1, 2, 3, 4] and padded.position_ids[3].tolist()[:3] == [0, 1, 2]
     assert padded.weights.tolist() == [1.0, 0.5] and padded.weights.dtype == torch.float32
     assert [collate(n, pairs, [4, 9], pad_id=0).layout for n in ("prefix_shared", "packed")] == ["prefix_shared", "packed"]
+    assert collate("packed", pairs, [4, 9], pad_id=0, row_tokens=16).input_ids.shape == (1, 10)  # rows as long as their segments
+    assert collate("prefix_shared", pairs, [4, 9], pad_id=0).input_ids.shape == (2, 6)  # by default (and always without row_tokens)
+    from preftune.data.batch import collate_shared
+
+    assert collate_shared(pairs, [4, 9], 0, None, static=True).input_ids.shape == (2, 6)
     packed = collate("packed", pairs, [4, 9], pad_id=0, row_tokens=16, static=True)
     assert packed.input_ids.shape == (1, 16) and packed.extras["segment"][0].tolist() == [0] * 6 + [1] * 4 + [-1] * 6  # -1: padding
     assert packed.position_ids[0, :10].tolist() == [0, 1, 2, 3, 4, 2, 0, 1, 1, 2]  # rejected restarts after the prompt
     assert packed.extras["part"][0, :10].tolist() == [0, 0, 1, 1, 1, 2, 0, 1, 2, 2]
     assert packed.input_ids.dtype == torch.long and packed.position_ids.dtype == torch.long and packed.extras["valid"].dtype == torch.bool
-    with pytest.raises(ValueError, match="a pair has an empty prompt: every sequence needs at least one prompt token"):
+    with pytest.raises(ValueError, match=r"^a pair has an empty prompt: every sequence needs at least one prompt token \(BOS or text\) before its response$"):
         collate("packed", [TokenizedPair([], [3], [4])], [0], pad_id=0)
-    with pytest.raises(ValueError, match="a response starts at position 0: every sequence needs at least one prompt token"):
+    with pytest.raises(ValueError, match=r"^a response starts at position 0: every sequence needs at least one prompt token \(BOS or text\) before its response$"):
         collate("padded", [TokenizedPair([], [3], [4])], [0], pad_id=0)
 
 
