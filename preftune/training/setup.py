@@ -356,12 +356,12 @@ class Run:
             optimizer_state = sharding.full_optimizer_state(self.policy, self.optimizer.optimizer)
         else:
             weights, optimizer_state = None, None
+        self.save_reference()  # every process its own pairs
         if self.folder.path is None:
             return None
         self.state.epoch, self.state.batch_in_epoch = self.stream.epoch, self.stream.batch
         self.state.metrics_lines = self.folder.metrics.lines if self.folder.metrics is not None else None
         self.folder.write(DIAGNOSTICS, self.diagnostics.summary())
-        self.save_reference()
         save_model = save_trainable if weights is None else (lambda _, folder: save_tensors(weights, folder))
         return save_checkpoint(self.folder.path, self.state, model, optimizer_state or self.optimizer.state_dict(), self.scheduler.state_dict(),
                                self.cfg.train.save_total_limit, save_model)
