@@ -148,8 +148,7 @@ def finish(run: Run, callbacks: Callbacks, before: Metrics, after: Metrics, last
     if run.sharded and stop_reason != "interrupted":  # every process takes part in gathering the weights; the main one writes
         from .sharding import full_state
 
-        names = {n for n, _ in model.named_parameters()} | {n for n, _ in model.named_buffers()}  # tied weights once, as save_pretrained writes them
-        full = {k: v for k, v in ((k.removeprefix("model."), v) for k, v in full_state(run.policy).items()) if k in names}
+        full = full_state(run.policy)
     if stop_reason != "interrupted" and run.folder.path is not None:
         result.paths = save_outputs(run, result, full)
     if run.main:

@@ -268,11 +268,10 @@ def default_reference_cache() -> Path:
 
 def precompute(reference: Reference, batches: Iterable[PreferenceBatch], table: ReferenceTable, autocast: Any = None,
                on_batch: Callable[[int], None] | None = None) -> int:
-    """Fill `table` with the reference log-probs of every pair in `batches` it lacks, with the scoring loop, and save it;
-    returns the number of pairs computed."""
-    todo = (b for b in batches if not table.has(b.indices.cpu()))
+    """Fill `table` with the reference log-probs of the pairs in `batches` (the caller picks those the table lacks), with
+    the scoring loop, and save it; returns the number of pairs computed."""
     keep = ("ref_logps/chosen", "ref_logps/rejected")
-    _, per_pair = score(todo, lambda b: reference_values(reference, b), keep, autocast, on_batch=on_batch)
+    _, per_pair = score(batches, lambda b: reference_values(reference, b), keep, autocast, on_batch=on_batch)
     if not per_pair:
         return 0
     idx = per_pair["index"].long()

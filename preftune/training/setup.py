@@ -352,7 +352,7 @@ class Run:
         self.accelerator.wait_for_everyone()
         model = self.accelerator.unwrap_model(self.policy).model
         if self.sharded:  # every process takes part in gathering; the main one writes
-            weights = {k.removeprefix("model."): v for k, v in sharding.full_state(self.policy, trainable_only=True).items()}
+            weights = sharding.full_state(self.policy, trainable_only=True)
             optimizer_state = sharding.full_optimizer_state(self.policy, self.optimizer.optimizer)
         else:
             weights, optimizer_state = None, None
@@ -471,7 +471,7 @@ def setup_run(cfg: RunConfig, model: torch.nn.Module | None = None, tokenizer: A
     resume_dir = _resume_dir(cfg, out_dir)
     if resume_dir is not None:
         if sharded:
-            sharding.load_full_state(prepared, {f"model.{k}": v for k, v in load_file(str(resume_dir / "model" / TRAINABLE)).items()})
+            sharding.load_full_state(prepared, load_file(str(resume_dir / "model" / TRAINABLE)))
             load_optimizer = lambda s: sharding.load_full_optimizer_state(prepared, optimizer.optimizer, s)  # noqa: E731
         else:
             load_trainable(accelerator.unwrap_model(prepared).model, resume_dir / "model")

@@ -47,23 +47,28 @@ def _options(**kw: Any) -> Any:
     return StateDictOptions(full_state_dict=True, cpu_offload=True, **kw)
 
 
-def full_state(model: torch.nn.Module, trainable_only: bool = False) -> dict[str, torch.Tensor]:
-    """The whole model's state dict, gathered from every process (a collective: every process calls it); full
-    tensors on the CPU of rank 0, empty elsewhere."""
+WRAPPED = "model."  # the sharded root is the log-prob module (LogpsModel); the causal LM is its `model`
+
+
+def full_state(root: torch.nn.Module, trainable_only: bool = False) -> dict[str, torch.Tensor]:
+    """The causal LM's state dict under its own names (as `save_pretrained` / `save_trainable` name them: tied weights
+    once), gathered from the sharded log-prob module `root` (a collective: every process calls it); full tensors on the
+    CPU of rank 0, empty elsewhere. `trainable_only`: the parameters that train."""
     from torch.distributed.checkpoint.state_dict import get_model_state_dict
 
-    state = get_model_state_dict(model, options=_options())
-    if trainable_only:
-        keep = {n for n, p in model.named_parameters() if p.requires_grad}
-        state = {k: v for k, v in state.items() if k in keep}
-    return state
+    lm = root.model
+    keep = ({n for n, p in lm.named_parameters() if p.requires_grad} if trainable_only
+            else {n for n, _ in lm.named_parameters()} | {n for n, _ in lm.named_buffers()})
+    state = get_model_state_dict(root, options=_options())
+    return {k.removeprefix(WRAPPED): v for k, v in state.items() if k.removeprefix(WRAPPED) in keep}
 
 
-def load_full_state(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
-    """Load a full (unsharded) state dict, given on every process, into the sharded model."""
+def load_full_state(root: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """Load a full (unsharded) state dict of the causal LM (its own names), given on every process, into the sharded
+    log-prob module `root`."""
     from torch.distributed.checkpoint.state_dict import set_model_state_dict
 
-    set_model_state_dict(model, state, options=_options(strict=False))
+    set_model_state_dict(root, {WRAPPED + k: v for k, v in state.items()}, options=_options(strict=False))
 
 
 def full_optimizer_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
