@@ -1,5 +1,5 @@
-"""The Python API: `preftune.train(...)` and `preftune.evaluate(...)`, the entry points of notebooks, scripts, the
-command line and `preftune iterate`."""
+"""The Python API: `preftune.train(...)`, `preftune.sft(...)`, `preftune.evaluate(...)` and
+`preftune.iterate_rounds(...)`, the entry points of notebooks, scripts and the command line."""
 
 from __future__ import annotations
 
@@ -171,6 +171,21 @@ def sft(config: ConfigLike = None, *, overrides: Overrides | None = None, **kwar
     `model.name_or_path` at the run folder to start DPO from it, with it as the reference."""
     merged: Overrides = {**overrides, "stage": "sft"} if isinstance(overrides, dict) else [*(overrides or []), "stage=sft"]
     return train(config, overrides=merged, **kwargs)
+
+
+def iterate_rounds(config: ConfigLike = None, *, overrides: Overrides | None = None, output_dir: str | Path = _FROM_CONFIG,
+                   progress: bool = True) -> list[dict[str, Any]]:
+    """On-policy rounds (`preftune iterate`): each round samples the current model on new prompts (more samples where
+    they give nothing to learn from, up to `iterate.max_samples_per_prompt`), judges them, trains on pairs (or, with
+    `iterate.round_type: rejection_sft`, on the correct samples) and scores greedy answers to held-out prompts. Returns
+    one summary per round, round 0 being the start model: held-out mean and standard error, sampling counts, pairs by
+    strategy, KL to the start model, lengths, seconds. Finished rounds in output_dir are not redone."""
+    cfg = load_config(config, overrides)
+    if output_dir is not _FROM_CONFIG:
+        cfg = cfg.model_copy(update={"output_dir": str(output_dir)})
+    from .iterate.rounds import iterate
+
+    return iterate(cfg, show_progress=progress)
 
 
 def export_model(source: str | Path, to: str = "gguf", output: str | Path = "model.gguf", dtype: str = "f16") -> Path:

@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import sys
+from pathlib import Path
 from collections.abc import Sequence
 
 from .errors import PreftuneError
@@ -78,7 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
     exp.add_argument("--dtype", default="f16", help="gguf: f32, f16 or q8_0; hf: f32, f16 or bf16 (default f16)")
     exp.add_argument("-o", "--output", required=True, help="a .gguf file (--to gguf) or a folder (--to hf)")
 
-    itr = sub.add_parser("iterate", help="on-policy DPO: rounds of sample, judge, pair best vs worst, train, evaluate (resumable)")
+    itr = sub.add_parser("iterate", help="on-policy rounds: sample (adaptive K), judge, pair (or keep correct samples), train, evaluate with standard errors (resumable)")
     itr.add_argument("config", nargs="?", help="YAML config with an iterate section")
     itr.add_argument("overrides", nargs="*")
     return parser
@@ -213,7 +214,6 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from pathlib import Path
 
     from . import api
     from .config import JudgeConfig, load_config
@@ -274,14 +274,19 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_iterate(args: argparse.Namespace) -> int:
+    from .api import iterate_rounds
     from .config import load_config
-    from .iterate.rounds import iterate
 
     cfg = load_config(args.config, args.overrides)
-    summaries = iterate(cfg)
+    summaries = iterate_rounds(cfg)
     for s in summaries:
-        pairs = s.get("sampling", {}).get("pairs", "")
-        print(f"round {s['round']}: greedy judge mean {s['greedy_judge_mean']:.4f}" + (f"  (pairs {pairs})" if pairs != "" else ""))
+        line = f"round {s['round']}: greedy judge mean {s['greedy_judge_mean']:.4f} ± {s.get('greedy_judge_stderr', float('nan')):.4f}"
+        if "sampling" in s:
+            line += f"  ({s['sampling'].get('pairs', s['sampling'].get('examples'))} {'pairs' if 'pairs' in s['sampling'] else 'examples'}"
+            line += f", KL to start {s['kl_to_start']['estimate']:.2f})" if "kl_to_start" in s else ")"
+        print(line)
+    if cfg.report:
+        print(f"report: {Path(cfg.output_dir or '.') / 'report.html'}")
     return 0
 
 

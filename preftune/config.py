@@ -232,6 +232,8 @@ class GenerationConfig(Section):
     batch_size: int = Field(16, ge=1, description="prompts per generation batch")
     max_prompts: int | None = Field(None, gt=0, description="generate for the first N held-out prompts only")
     seed: int = Field(0, description="sampling seed")
+    drop_finished: bool = Field(True, description="decode only the rows still generating: an answer that ends leaves the batch, KV "
+                                "cache rows and all, instead of being padded until the batch's longest ends (false: transformers' generate)")
 
 
 class JudgeConfig(Section):
@@ -243,14 +245,38 @@ class JudgeConfig(Section):
 
 class IterateConfig(Section):
     rounds: int = Field(3, ge=1, description="on-policy rounds: sample, judge, pair, train, evaluate")
+    round_type: Literal["preference", "rejection_sft"] = Field("preference", description="preference: train the loss on pairs of samples; "
+                                                                "rejection_sft: supervised fine-tuning on the correct samples (the baseline)")
     prompts: str = Field("builtin:arithmetic", description="prompts to sample on: builtin:arithmetic, or a JSONL/data file with a prompt field")
     eval_prompts: str | None = Field(None, description="held-out prompts for the greedy evaluation (builtin:arithmetic draws new questions)")
     prompts_per_round: int = Field(64, ge=1, description="prompts sampled each round (taken in turn from `prompts`)")
-    num_eval_prompts: int = Field(100, ge=1, description="held-out prompts scored with greedy decoding after each round")
-    samples_per_prompt: int = Field(4, ge=2, description="K responses sampled per prompt; the best and worst become a pair")
+    num_eval_prompts: int = Field(300, ge=1, description="held-out prompts scored with greedy decoding after each round")
+    samples_per_prompt: int = Field(4, ge=2, description="K responses sampled per prompt at first")
+    max_samples_per_prompt: int | None = Field(None, ge=2, description="adaptive K: a prompt whose samples give no pair (rejection_sft: no "
+                                               "correct sample) is sampled again, K more at a time, up to this many in all; null: 4 × K")
+    pair_strategies: list[Literal["best_worst", "correct_incorrect"]] = Field(
+        default_factory=lambda: ["best_worst"], min_length=1,
+        description="tried in order for each prompt, the first that finds a pair is used: best_worst (the best sample against the worst), "
+                    "correct_incorrect (each correct sample against an incorrect one, up to max_pairs_per_prompt)")
+    max_pairs_per_prompt: int = Field(4, ge=1, description="pairs per prompt at most (rejection_sft: correct samples kept per prompt)")
+    correct_score: float = Field(1.0, description="a sample counts as correct when its judge score is at least this")
     reference: Literal["previous", "original"] = Field("previous", description="each round's reference: the previous round's model or the start model")
     judge: JudgeConfig = Field(default_factory=JudgeConfig)
+    eval_judge: JudgeConfig | None = Field(None, description="judge of the greedy evaluation; null: the sampling judge")
+    kl_prompts: int = Field(64, ge=0, description="held-out prompts answered once by sampling (temperature 1) after each round to "
+                            "estimate KL(round model ‖ start model); 0: none")
     seed: int = Field(0, description="seed of prompt order and builtin questions")
+
+    def sample_cap(self) -> int:
+        """The most samples a prompt gets (adaptive K)."""
+        return self.max_samples_per_prompt if self.max_samples_per_prompt is not None else 4 * self.samples_per_prompt
+
+    @model_validator(mode="after")
+    def _cap_covers_k(self) -> "IterateConfig":
+        if self.sample_cap() < self.samples_per_prompt:
+            raise ValueError(f"iterate.max_samples_per_prompt {self.max_samples_per_prompt} is below samples_per_prompt {self.samples_per_prompt}. "
+                             "Fix: raise it, or set it equal to samples_per_prompt to sample K only")
+        return self
 
 
 class SFTConfig(Section):

@@ -22,13 +22,30 @@ def arithmetic_answer(prompt: str) -> int | None:
     return x + y if op == "+" else x - y if op == "-" else x * y
 
 
-def arithmetic_exact_match(prompt: str, response: str) -> float:
-    """1.0 when the last number in the response equals the value of the prompt's `A op B`, else 0.0."""
+def answer_distance(prompt: str, response: str) -> float | None:
+    """|last number in the response − value of the prompt's `A op B`|; None when either is missing."""
     answer = arithmetic_answer(prompt)
     numbers = _NUMBER.findall(response.replace(",", ""))
     if answer is None or not numbers:
+        return None
+    return abs(float(numbers[-1]) - answer)
+
+
+def arithmetic_exact_match(prompt: str, response: str) -> float:
+    """1.0 when the last number in the response equals the value of the prompt's `A op B`, else 0.0."""
+    return 1.0 if answer_distance(prompt, response) == 0 else 0.0
+
+
+def arithmetic_graded(prompt: str, response: str, scale: float = 10.0) -> float:
+    """Partial credit: 1.0 for the right value (as exact match), else 0.5·scale / (scale + |last number − answer|), which is
+    below 0.5 and falls with the distance; 0.0 when the response has no number or the prompt no `A op B`. Ranks near
+    misses above far ones, so fewer prompts' samples tie."""
+    if not scale > 0:
+        raise ValueError(f"arithmetic_graded: scale must be > 0, not {scale!r} (judge.args.scale)")
+    distance = answer_distance(prompt, response)
+    if distance is None:
         return 0.0
-    return 1.0 if float(numbers[-1]) == answer else 0.0
+    return 1.0 if distance == 0 else 0.5 * scale / (scale + distance)
 
 
 def word_limit(prompt: str, response: str, max_words: int = 50) -> float:

@@ -1,4 +1,5 @@
-"""Statistics shared by training, evaluation and data inspection: Pearson correlation and length summaries."""
+"""Statistics shared by training, evaluation and data inspection: Pearson correlation, length summaries, a mean with
+its standard error."""
 
 from __future__ import annotations
 
@@ -28,3 +29,12 @@ def length_stats(values: Sequence[float], percentiles: Sequence[int] = (95,)) ->
     out = {"min": float(ordered[0]), "mean": statistics.fmean(ordered), "median": float(statistics.median(ordered))}
     out |= {f"p{q}": float(ordered[min(n - 1, int(q / 100 * n))]) for q in percentiles}
     return out | {"max": float(ordered[-1])}
+
+
+def mean_stderr(values: Sequence[float]) -> tuple[float, float]:
+    """The mean and its standard error (sample standard deviation / √n); NaN mean when empty, NaN error below 2 values."""
+    n = len(values)
+    if n == 0:
+        return math.nan, math.nan
+    mean = statistics.fmean(values)
+    return mean, (statistics.stdev(values) / math.sqrt(n) if n > 1 else math.nan)

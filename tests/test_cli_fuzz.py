@@ -66,7 +66,7 @@ def patched(zoo: dict[str, str]) -> Iterator[None]:
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr("preftune.training.setup.setup_data", stop)
-        mp.setattr("preftune.iterate.rounds.evaluate_greedy", stop)
+        mp.setattr("preftune.iterate.rounds.evaluate_round", stop)
         mp.chdir(zoo["root"])
         mp.setattr(sys, "path", [zoo["root"], *sys.path])
         yield

@@ -19,6 +19,19 @@ def length_stats(samples: Sequence[Sample]) -> dict[str, float]:
     return stats.length_stats([len(s.ids) for s in samples], (90,)) | {"truncated_fraction": sum(not s.finished for s in samples) / len(samples)}
 
 
+def decode_usage(samples: Sequence[Sample], prompts_per_batch: int, seconds: float) -> dict[str, float]:
+    """How generation spent its decode steps: tokens kept, tokens/s, and `idle_row_share`, the share of a batch's
+    row-steps that fall on rows already stopped when the batch decodes until its longest response ends (transformers'
+    `generate` computes them; `generation.drop_finished` skips them)."""
+    batches: dict[int, list[int]] = {}
+    for s in samples:
+        batches.setdefault(s.prompt_index // prompts_per_batch, []).append(len(s.ids))
+    tokens = sum(sum(b) for b in batches.values())
+    slots = sum(len(b) * max(b) for b in batches.values())
+    return {"tokens": float(tokens), "seconds": seconds, "tokens_per_s": tokens / seconds if seconds > 0 else float("nan"),
+            "row_steps": float(slots), "idle_row_share": 1.0 - tokens / slots if slots else float("nan")}
+
+
 def kl_estimate(policy_logps: torch.Tensor, reference_logps: torch.Tensor, settings: GenerationConfig) -> dict[str, object]:
     """Monte-Carlo KL(π ‖ πref) per response, in nats: the mean of log π(y|x) − log πref(y|x) over samples y ~ π, with its
     standard error. Unbiased only for plain sampling (temperature 1, no top-p/top-k); otherwise it says so."""

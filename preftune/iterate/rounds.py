@@ -1,113 +1,153 @@
-"""`preftune iterate`: on-policy DPO rounds, each sample → judge → pair → train → evaluate, resumable by round.
+"""`preftune iterate`: on-policy rounds, each sample (adaptive K) → judge → pair (or keep the correct samples) → train →
+evaluate, resumable by round.
 
-Layout under output_dir: round-00/eval.json (the start model), and per round r ≥ 1 round-NN/{samples.jsonl, pairs.jsonl,
-train/ (a preftune train run), eval.json, eval_samples.jsonl, done.json}; iterate.jsonl holds one line per finished round.
-A round with done.json is never redone; a round cut short reuses its pairs and resumes its training from its checkpoints."""
+Layout under output_dir: round-00/eval.json (the start model), and per round r ≥ 1 round-NN/{samples.jsonl, pairs.jsonl or
+sft.jsonl, sampling.json, train/ (a preftune run), model/, eval.json, eval_samples.jsonl, done.json}; iterate.jsonl holds
+one line per finished round and report.html shows them. A round with done.json is never redone; a round cut short after
+sampling reuses its examples and resumes its training from its checkpoints."""
 
 from __future__ import annotations
 
 import json
 import logging
 import shutil
+import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import torch
-
-from ..config import GenerationConfig, ModelConfig, RunConfig
+from .. import stats
+from ..config import IterateConfig, RunConfig
 from ..data.records import Text, as_text
-from ..evaluation.generation import length_stats
-from ..models.generate import Sample, generate
 from ..errors import ConfigError, JudgeError
 from ..evaluation.judges import Judge, load_judge
-from ..evaluation.run import decode, prompt_tokenizer
-from ..models.loading import load_model, load_tokenizer
 from ..training.artifacts import MERGED_DIR, MODEL_DIR, write_json, write_jsonl
-from .pairs import best_and_worst, sample_scores
+from .answers import Answerer, evaluate_round
+from .pairs import correct_samples, sample_scores, select_pairs
 from .prompts import round_prompts
+from .sampling import AdaptiveSamples, adaptive_sample
 
 logger = logging.getLogger("preftune.iterate")
+
+SAMPLING = "sampling.json"  # written last: a round with it has finished sampling
 
 
 def round_dir(out: Path, r: int) -> Path:
     return out / f"round-{r:02d}"
 
 
-def _device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+def examples_file(it: IterateConfig) -> str:
+    return "sft.jsonl" if it.round_type == "rejection_sft" else "pairs.jsonl"
 
 
-def generate_texts(cfg: RunConfig, model_path: str, prompts: list[Text], gen: GenerationConfig, label: str, show: bool) -> tuple[list[Sample], list[str]]:
-    """Load `model_path` and answer `prompts` with `gen` (prompts tokenized as training tokenizes them); samples and texts."""
-    from ..training.progress import stage
-
-    model = load_model(ModelConfig(name_or_path=model_path, dtype=cfg.model.dtype, trust_remote_code=cfg.model.trust_remote_code), trainable=False)
-    model.to(_device())
-    tokenizer = load_tokenizer(model_path, cfg.model.trust_remote_code)
-    encode = prompt_tokenizer(tokenizer, cfg)
-    ids = [encode.prompt_ids(p) for p in prompts]
-    with stage(label, len(ids), show) as advance:
-        samples = generate(model, tokenizer, ids, gen, _device(), advance)
-    return samples, [decode(tokenizer, s.ids) for s in samples]
+def settles(it: IterateConfig) -> Callable[[Sequence[float], Sequence[str]], bool]:
+    """When a prompt has something to learn from: a pair under the strategies, or (rejection_sft) a correct sample."""
+    if it.round_type == "rejection_sft":
+        return lambda scores, texts: bool(correct_samples(scores, texts, it.correct_score))
+    return lambda scores, texts: select_pairs(scores, texts, it.pair_strategies, it.correct_score, it.max_pairs_per_prompt)[1] is not None
 
 
-def evaluate_greedy(cfg: RunConfig, model_path: str, prompts: list[Text], judge: Judge, folder: Path, show: bool) -> dict[str, Any]:
-    """Greedy responses to the held-out prompts, scored by the judge (mean reward; for exact match, the accuracy)."""
-    greedy = cfg.generation.model_copy(update={"do_sample": False, "num_samples": 1})
-    samples, texts = generate_texts(cfg, model_path, prompts, greedy, f"evaluate {folder.name}", show)
-    prompt_texts = [as_text(p) for p in prompts]
-    if judge.kind == "reward":
-        scores = [judge.reward(prompt_texts[s.prompt_index], t) for s, t in zip(samples, texts)]
-    else:
-        scores = [float("nan")] * len(samples)
-    result = {"model": model_path, "prompts": len(prompts), "greedy_judge_mean": sum(scores) / len(scores) if scores else float("nan"),
-              "judge": judge.name, "length_tokens": length_stats(samples)}
-    folder.mkdir(parents=True, exist_ok=True)
-    write_jsonl(folder / "eval_samples.jsonl", ({"prompt": prompt_texts[s.prompt_index], "response": t, "score": v}
-                                                for s, t, v in zip(samples, texts, scores)))
-    write_json(folder / "eval.json", result)
-    return result
+def _turn(prompt: Text, text: str) -> Any:
+    return [{"role": "assistant", "content": text}] if isinstance(prompt, list) else text
 
 
-def sample_and_pair(cfg: RunConfig, model_path: str, prompts: list[Text], judge: Judge, folder: Path, seed: int,
-                    show: bool) -> list[dict[str, Any]]:
-    """K samples per prompt from the current model, judged; the best-vs-worst pairs (also recorded in folder/pairs.jsonl)."""
-    gen = cfg.generation.model_copy(update={"do_sample": True, "num_samples": cfg.iterate.samples_per_prompt, "seed": seed})
-    samples, texts = generate_texts(cfg, model_path, prompts, gen, f"sample {folder.name}", show)
-    pairs, records, ties, all_scores = [], [], 0, []
-    for i, prompt in enumerate(prompts):
-        responses = [t for s, t in zip(samples, texts) if s.prompt_index == i]
-        scores = sample_scores(judge, as_text(prompt), responses)
-        all_scores += scores
-        records += [{"prompt": as_text(prompt), "sample": j, "response": r, "score": v} for j, (r, v) in enumerate(zip(responses, scores))]
-        pick = best_and_worst(scores)
-        if pick is None:
-            ties += 1
+def training_examples(prompts: list[Text], sampled: AdaptiveSamples, it: IterateConfig) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """The round's training records (preference pairs, or prompt/completion records of correct samples) and their counts:
+    examples, prompts without any, and for pairs how many each strategy made and for how many prompts."""
+    rows: list[dict[str, Any]] = []
+    pairs_by = {name: 0 for name in it.pair_strategies}
+    prompts_by = {name: 0 for name in it.pair_strategies}
+    none = 0
+    for prompt, got in zip(prompts, sampled.per_prompt, strict=True):
+        scores, texts = [s.score for s in got], [s.text for s in got]
+        if it.round_type == "rejection_sft":
+            keep = correct_samples(scores, texts, it.correct_score)[:it.max_pairs_per_prompt]
+            rows += [{"prompt": prompt, "completion": _turn(prompt, texts[i])} for i in keep]
+            none += not keep
             continue
-        best, worst = responses[pick[0]], responses[pick[1]]
-        if isinstance(prompt, list):
-            pairs.append({"prompt": prompt, "chosen": [{"role": "assistant", "content": best}], "rejected": [{"role": "assistant", "content": worst}]})
-        else:
-            pairs.append({"prompt": prompt, "chosen": best, "rejected": worst})
-    write_jsonl(folder / "samples.jsonl", records, ensure_ascii=False)
-    stats = {"prompts": len(prompts), "pairs": len(pairs), "tied_prompts": ties, "sample_score_mean": sum(all_scores) / max(1, len(all_scores)),
-             "sample_length_tokens": length_stats(samples)}
-    write_json(folder / "sampling.json", stats)
-    write_jsonl(folder / "pairs.jsonl", pairs, ensure_ascii=False)  # last: marks sampling done
-    return pairs
+        picked, name = select_pairs(scores, texts, it.pair_strategies, it.correct_score, it.max_pairs_per_prompt)
+        if name is None:
+            none += 1
+            continue
+        pairs_by[name] += len(picked)
+        prompts_by[name] += 1
+        rows += [{"prompt": prompt, "chosen": _turn(prompt, texts[c]), "rejected": _turn(prompt, texts[w])} for c, w in picked]
+    counts: dict[str, Any] = {"examples": len(rows), "prompts_without_examples": none}
+    if it.round_type == "preference":
+        counts |= {"pairs": len(rows), "pairs_by_strategy": pairs_by, "prompts_by_strategy": prompts_by}
+    return rows, counts
 
 
-def round_config(cfg: RunConfig, start_model: str, original: str, pairs: Path, folder: Path, r: int) -> RunConfig:
-    """The training run of round r: the round's pairs (recorded in `pairs`, handed over in memory), the previous model as
-    policy start, the chosen reference."""
-    data = cfg.data.model_copy(update={"train": str(pairs), "eval": None, "eval_fraction": 0.0, "recipe": None, "columns": None})
+def sampling_summary(sampled: AdaptiveSamples, it: IterateConfig, usage: list[dict[str, float]]) -> dict[str, Any]:
+    """How the round's samples came out: scores, correct share, prompts all / none correct, lengths, adaptive K, speed."""
+    every = [s for got in sampled.per_prompt for s in got]
+    correct = [[s.score >= it.correct_score for s in got] for got in sampled.per_prompt]
+    tokens, seconds, slots = (sum(u[k] for u in usage) for k in ("tokens", "seconds", "row_steps"))
+    return {"prompts": len(sampled.per_prompt), **sampled.stats(),
+            "sample_score_mean": stats.mean_stderr([s.score for s in every])[0] if every else float("nan"),
+            "sample_correct_share": sum(map(sum, correct)) / max(1, len(every)),
+            "prompts_all_correct": sum(bool(c) and all(c) for c in correct), "prompts_none_correct": sum(not any(c) for c in correct),
+            "sample_length_tokens": stats.length_stats([s.tokens for s in every], (90,)) | {
+                "truncated_fraction": sum(not s.finished for s in every) / max(1, len(every))},
+            "generation": {"tokens": tokens, "seconds": seconds, "tokens_per_s": tokens / seconds if seconds else float("nan"),
+                           "idle_row_share": 1.0 - tokens / slots if slots else float("nan")}}
+
+
+def sample_round(cfg: RunConfig, model_path: str, prompts: list[Text], judge: Judge, folder: Path, seed: int, show: bool) -> list[dict[str, Any]]:
+    """Sample the current model on the round's prompts (adaptive K), judge, and write samples.jsonl, the examples file and
+    sampling.json (last); returns the training records."""
+    it = cfg.iterate
+    answerer = Answerer.load(cfg, model_path)
+    texts = [as_text(p) for p in prompts]
+    usage: list[dict[str, float]] = []
+
+    def draw(positions: list[int], n: int, attempt: int) -> list[tuple[int, str, int, bool]]:
+        gen = cfg.generation.model_copy(update={"do_sample": True, "num_samples": n, "seed": seed + 7919 * attempt})
+        label = f"sample {folder.name}" + (f" again ({len(positions)} prompts)" if attempt else "")
+        samples, answers, used = answerer.answer([prompts[i] for i in positions], gen, label, show)
+        usage.append(used)
+        return [(positions[s.prompt_index], a, len(s.ids), s.finished) for s, a in zip(samples, answers)]
+
+    sampled = adaptive_sample(len(prompts), it.samples_per_prompt, it.sample_cap(), draw,
+                              lambda i, answers: sample_scores(judge, texts[i], answers), settles(it))
+    rows, counts = training_examples(prompts, sampled, it)
+    write_jsonl(folder / "samples.jsonl", ({"prompt": texts[i], "sample": j, "response": s.text, "score": s.score, "tokens": s.tokens}
+                                           for i, got in enumerate(sampled.per_prompt) for j, s in enumerate(got)), ensure_ascii=False)
+    write_jsonl(folder / examples_file(it), rows, ensure_ascii=False)
+    write_json(folder / SAMPLING, {**counts, **sampling_summary(sampled, it, usage)})  # last: marks sampling done
+    return rows
+
+
+def round_config(cfg: RunConfig, start_model: str, original: str, examples: Path, folder: Path, r: int) -> RunConfig:
+    """The training run of round r: the round's examples (recorded in `examples`, handed over in memory), the previous
+    model as start; for preference rounds the chosen reference, for rejection_sft rounds the SFT stage."""
+    data = cfg.data.model_copy(update={"train": str(examples), "eval": None, "eval_fraction": 0.0, "recipe": None, "columns": None})
     model = cfg.model.model_copy(update={"name_or_path": start_model}, deep=True)
     reference = cfg.reference.model_copy()
     if cfg.iterate.reference == "original" and r > 1 and cfg.loss.uses_reference():
         reference = reference.model_copy(update={"strategy": "separate", "name_or_path": original})
     train = cfg.train.model_copy(update={"merge_adapter": True, "eval_every": None, "seed": cfg.train.seed + r})
-    return cfg.model_copy(update={"model": model, "data": data, "reference": reference, "train": train, "output_dir": str(folder / "train"),
-                                  "resume_from": "auto"})
+    update: dict[str, Any] = {"model": model, "data": data, "reference": reference, "train": train, "output_dir": str(folder / "train"),
+                              "resume_from": "auto"}
+    if cfg.iterate.round_type == "rejection_sft":
+        update |= {"stage": "sft", "sft": cfg.sft.model_copy(update={"samples": 0})}
+    return cfg.model_copy(update=update)
+
+
+def _judges(it: IterateConfig) -> tuple[Judge, Judge]:
+    """The sampling judge and the evaluation judge; the latter scores greedy answers one by one, so it must give rewards."""
+    judge = load_judge(it.judge)
+    evaluator = load_judge(it.eval_judge) if it.eval_judge is not None else judge
+    if evaluator.kind != "reward":
+        key = "iterate.eval_judge" if it.eval_judge is not None else "iterate.judge"
+        raise JudgeError(f"{key}.name = {evaluator.name}: a pairwise judge (prompt, a, b); iterate scores each round's greedy answers "
+                         "one by one, which needs a reward judge (prompt, response) -> float. Fix: give a reward judge (as "
+                         "iterate.eval_judge to keep a pairwise judge for sampling), or set its kind: reward if the function takes "
+                         "(prompt, response).")
+    if it.round_type == "rejection_sft" and judge.kind != "reward":
+        raise JudgeError(f"iterate.judge.name = {judge.name}: rejection_sft keeps samples scoring at least iterate.correct_score, which "
+                         "needs a reward judge. Fix: give a reward judge, or round_type: preference.")
+    return judge, evaluator
 
 
 def iterate(cfg: RunConfig, show_progress: bool = True) -> list[dict[str, Any]]:
@@ -115,15 +155,12 @@ def iterate(cfg: RunConfig, show_progress: bool = True) -> list[dict[str, Any]]:
     from ..data.readers import InMemoryRecords
     from ..report import ReportWriter
     from ..training.run import train
+    from .page import write_page
 
     it = cfg.iterate
     if cfg.output_dir is None:
         raise ConfigError("iterate keeps each round in output_dir (to resume by round); output_dir is null. Fix: set output_dir.")
-    judge = load_judge(it.judge)
-    if judge.kind != "reward":
-        raise JudgeError(f"iterate.judge.name = {judge.name}: a pairwise judge (prompt, a, b); iterate scores each round's greedy answers "
-                         "one by one, which needs a reward judge (prompt, response) -> float. Fix: give a reward judge, or set "
-                         "iterate.judge.kind: reward if the function takes (prompt, response).")
+    judge, evaluator = _judges(it)
     out = Path(cfg.output_dir)
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -134,7 +171,7 @@ def iterate(cfg: RunConfig, show_progress: bool = True) -> list[dict[str, Any]]:
     summaries: list[dict[str, Any]] = []
     first = round_dir(out, 0)
     if not (first / "eval.json").exists():
-        evaluate_greedy(cfg, original, eval_prompts, judge, first, show_progress)
+        evaluate_round(cfg, original, None, eval_prompts, evaluator, first, cfg.generation.seed, show_progress)
     summaries.append({"round": 0, "model": original, **json.loads((first / "eval.json").read_text())})
     model_path = original
     for r in range(1, it.rounds + 1):
@@ -149,15 +186,19 @@ def iterate(cfg: RunConfig, show_progress: bool = True) -> list[dict[str, Any]]:
         folder.mkdir(parents=True, exist_ok=True)
         start = (r - 1) * it.prompts_per_round % len(train_prompts)
         prompts = (train_prompts + train_prompts)[start:start + min(it.prompts_per_round, len(train_prompts))]
-        if (folder / "pairs.jsonl").exists():  # a round cut short after sampling: its pairs as recorded
-            pairs = [json.loads(line) for line in (folder / "pairs.jsonl").read_text(encoding="utf-8").splitlines() if line.strip()]
+        seconds: dict[str, float] = {}
+        t0 = time.perf_counter()
+        if (folder / SAMPLING).exists():  # a round cut short after sampling: its examples as recorded
+            rows = [json.loads(line) for line in (folder / examples_file(it)).read_text(encoding="utf-8").splitlines() if line.strip()]
         else:
-            pairs = sample_and_pair(cfg, model_path, prompts, judge, folder, cfg.generation.seed + r, show_progress)
-        sampling = json.loads((folder / "sampling.json").read_text())
+            rows = sample_round(cfg, model_path, prompts, judge, folder, cfg.generation.seed + r, show_progress)
+        sampling = json.loads((folder / SAMPLING).read_text())
+        seconds["sampling"] = time.perf_counter() - t0
         trained: dict[str, Any] = {}
-        if sampling["pairs"] > 0:
-            run_cfg = round_config(cfg, model_path, original, folder / "pairs.jsonl", folder, r)
-            result = train(run_cfg, train_data=InMemoryRecords(pairs, f"round {r} pairs"), show_progress=show_progress,
+        if rows:
+            t0 = time.perf_counter()
+            run_cfg = round_config(cfg, model_path, original, folder / examples_file(it), folder, r)
+            result = train(run_cfg, train_data=InMemoryRecords(rows, f"round {r} {examples_file(it)}"), show_progress=show_progress,
                            callbacks=[ReportWriter()] if cfg.report else [])
             if result.interrupted:
                 raise KeyboardInterrupt
@@ -165,16 +206,24 @@ def iterate(cfg: RunConfig, show_progress: bool = True) -> list[dict[str, Any]]:
             shutil.rmtree(folder / "model", ignore_errors=True)
             weights.rename(folder / "model")
             model_path = str(folder / "model")
-            trained = {"steps": result.steps, "last_train": {k: v for k, v in result.last.items() if k.startswith(("loss", "rewards/"))}}
+            trained = {"steps": result.steps, "last_train": {k: v for k, v in result.last.items() if k.startswith(("loss", "rewards/", "mean_token"))}}
+            seconds["training"] = time.perf_counter() - t0
         else:
-            logger.warning("round %d: every prompt's samples tied under the judge; no pairs, the model is unchanged", r)
-        ev = evaluate_greedy(cfg, model_path, eval_prompts, judge, folder, show_progress)
-        summary = {"round": r, "model": model_path, "sampling": sampling, "train": trained, **ev}
+            logger.warning("round %d: no prompt gave a %s; the model is unchanged", r,
+                           "correct sample" if it.round_type == "rejection_sft" else "pair (every prompt's samples tied)")
+        t0 = time.perf_counter()
+        ev = evaluate_round(cfg, model_path, original, eval_prompts, evaluator, folder, cfg.generation.seed + 1000 + r, show_progress)
+        seconds["evaluation"] = time.perf_counter() - t0
+        summary = {"round": r, "round_type": it.round_type, "model": model_path, "sampling": sampling, "train": trained, **ev, "seconds": seconds}
         write_json(done, summary)
         summaries.append(summary)
         write_jsonl(out / "iterate.jsonl", summaries)
+        if cfg.report:
+            write_page(out, summaries, cfg)
         _prune(out, r)
     write_jsonl(out / "iterate.jsonl", summaries)
+    if cfg.report:
+        write_page(out, summaries, cfg)
     return summaries
 
 

@@ -28,3 +28,8 @@ def not_a_number(prompt: str, response: str) -> str:
 
 def too_many(prompt: str, a: str, b: str, c: str) -> float:
     return 0.0
+
+
+def even_length(prompt: str, response: str) -> float:
+    """Reward: 1.0 for a response of an even number of characters (about half of random ones), else 0.0."""
+    return 1.0 if len(response) % 2 == 0 else 0.0

@@ -13,8 +13,9 @@ from preftune.cli import main
 from preftune.config import GenerationConfig, JudgeConfig, RunConfig
 from preftune.data.tokenize import TokenizedPair
 from preftune.errors import JudgeError
-from preftune.evaluation.generation import kl_estimate, length_stats
-from preftune.models.generate import Sample, generate
+from preftune.evaluation.generation import decode_usage, kl_estimate, length_stats
+from preftune.stats import mean_stderr
+from preftune.models.generate import Sample, filter_logits, generate
 from preftune.evaluation.judges import load_judge, win_rate
 from preftune.evaluation.models import load_eval_models
 from preftune.evaluation.preference import preference_summary
@@ -79,6 +80,23 @@ def test_kl_estimate_and_length_stats() -> None:
     assert st["mean"] == 2 and st["max"] == 3 and st["truncated_fraction"] == 0.5
 
 
+def test_decode_usage_counts_rows_waiting_on_the_longest() -> None:
+    # two prompts a batch, two samples each: batch 0 runs 4 steps for 4 rows (16 row-steps, 4+1+2+1 = 8 used);
+    # batch 1 (prompt 2) runs 3 steps for 2 rows (6 row-steps, 3+3 used)
+    samples = [Sample(0, 0, [1] * 4, True), Sample(0, 1, [1], True), Sample(1, 0, [1] * 2, True), Sample(1, 1, [1], True),
+               Sample(2, 0, [1] * 3, False), Sample(2, 1, [1] * 3, True)]
+    u = decode_usage(samples, 2, 2.0)
+    assert (u["tokens"], u["row_steps"], u["tokens_per_s"]) == (14, 22, 7.0)
+    assert u["idle_row_share"] == pytest.approx(1 - 14 / 22)
+    assert math.isnan(decode_usage(samples, 2, 0.0)["tokens_per_s"]) and math.isnan(decode_usage([], 2, 1.0)["idle_row_share"])
+
+
+def test_mean_stderr() -> None:
+    mean, se = mean_stderr([1.0, 0.0, 0.0, 1.0])
+    assert mean == 0.5 and se == pytest.approx(math.sqrt(1 / 3) / 2)
+    assert math.isnan(mean_stderr([2.0])[1]) and mean_stderr([2.0])[0] == 2.0 and math.isnan(mean_stderr([])[0])
+
+
 def test_sample_pairs_cover_every_sample_once() -> None:
     samples = [Sample(0, 0, [1], True), Sample(0, 1, [2], True), Sample(0, 2, [3], True), Sample(1, 0, [4], True)]
     pairs, slots = sample_pairs([[9], [8]], samples)
@@ -128,6 +146,47 @@ def test_sampling_is_seeded(tiny_model_dir: Path) -> None:
     b = generate(models.policy, models.tokenizer, [[1, 2, 3], [4, 5]], gen)
     assert [s.ids for s in a] == [s.ids for s in b] and len(a) == 6
     assert [(s.prompt_index, s.sample_index) for s in a] == [(0, 0), (0, 1), (0, 2), (1, 0), (1, 1), (1, 2)]
+    assert [s.ids for s in generate(models.policy, models.tokenizer, [[1, 2, 3], [4, 5]], gen.model_copy(update={"seed": 4}))] != [s.ids for s in a]
+
+
+def early_stopper(models: object, prompts: list[list[int]]) -> int:
+    """A token that greedy decoding emits within 5 steps for some prompt and never in 8 steps for another: made an EOS,
+    one row ends early while another goes on."""
+    free = generate(models.policy, models.tokenizer, prompts, GenerationConfig(do_sample=False, max_new_tokens=8, drop_finished=False))
+    for t in sorted({t for s in free for t in s.ids}):
+        if any(t in s.ids[:5] for s in free) and any(t not in s.ids for s in free):
+            return t
+    raise AssertionError(f"the tiny model's greedy outputs give no early-stop token ({[s.ids for s in free]}); change the prompts")
+
+
+def test_dropping_finished_rows_decodes_what_transformers_does(tiny_model_dir: Path) -> None:
+    models = load_eval_models(str(tiny_model_dir), None)
+    with torch.no_grad():  # sharper weights: greedy answers then depend on every position and cached key, not one token repeated
+        for param in models.policy.parameters():
+            param.mul_(6.0)
+    prompts = [[1, 20, 30], [1, 5, 6, 7, 8, 9, 10, 11], [2, 40], [3, 3, 7, 9], [100, 2000, 5], [7, 7]]
+    models.policy.generation_config.eos_token_id = early_stopper(models, prompts)
+    greedy = GenerationConfig(do_sample=False, max_new_tokens=8, batch_size=len(prompts))
+    ours = generate(models.policy, models.tokenizer, prompts, greedy)
+    theirs = generate(models.policy, models.tokenizer, prompts, greedy.model_copy(update={"drop_finished": False}))
+    assert [(s.ids, s.finished) for s in ours] == [(s.ids, s.finished) for s in theirs]
+    assert any(s.finished and len(s.ids) < 6 for s in ours) and any(not s.finished and len(s.ids) == 8 for s in ours)  # rows left early
+    # sampling through the same loop: top-k 1 is greedy, so rows after a drop must still get their own next tokens
+    top1 = generate(models.policy, models.tokenizer, prompts, greedy.model_copy(update={"do_sample": True, "top_k": 1, "num_samples": 2}))
+    assert [s.ids for s in top1] == [s.ids for s in ours for _ in range(2)]
+
+
+def test_filter_logits_applies_temperature_top_k_and_top_p() -> None:
+    logits = torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05]]))
+    same = filter_logits(logits, GenerationConfig(temperature=2.0))
+    assert torch.allclose(same, logits / 2)
+    k2 = filter_logits(logits, GenerationConfig(top_k=2))
+    assert torch.isfinite(k2).tolist() == [[True, True, False, False]]
+    # nucleus: the fewest most likely tokens whose mass reaches p (0.75: 0.5 + 0.3; 0.45: 0.5 alone); a tiny p keeps one
+    assert torch.isfinite(filter_logits(logits, GenerationConfig(top_p=0.75))).tolist() == [[True, True, False, False]]
+    assert torch.isfinite(filter_logits(logits, GenerationConfig(top_p=0.45))).tolist() == [[True, False, False, False]]
+    assert torch.isfinite(filter_logits(logits, GenerationConfig(top_p=0.85))).tolist() == [[True, True, True, False]]
+    assert torch.isfinite(filter_logits(logits[:, [3, 2, 1, 0]], GenerationConfig(top_p=0.01))).tolist() == [[False, False, False, True]]
 
 
 @pytest.fixture(scope="module")
@@ -211,6 +270,13 @@ def test_builtin_judges() -> None:
     assert judges.arithmetic_exact_match("What is 37 + 45?", "82, no wait, 83") == 0.0
     assert judges.arithmetic_exact_match("What is 37 + 45?", "I don't know") == 0.0
     assert judges.arithmetic_exact_match("What is 12 * 3?", "36") == 1.0
+    # graded: the right value scores as exact match; a near miss above a far one, both below 0.5; no number 0
+    g = lambda r, **kw: judges.arithmetic_graded("What is 37 + 45?", r, **kw)  # noqa: E731
+    assert g("= 82") == 1.0 and g("no idea") == 0.0 and judges.arithmetic_graded("hello", "82") == 0.0
+    assert g("= 83") == pytest.approx(0.5 * 10 / 11) and g("= 72") == pytest.approx(0.25) and g("= 92") == g("= 72")
+    assert 0.5 > g("= 83") > g("= 92") > g("= 182") > 0 and g("= 92", scale=20.0) == pytest.approx(0.5 * 20 / 30)
+    with pytest.raises(ValueError, match="scale must be > 0"):
+        g("= 82", scale=0.0)
     assert judges.word_limit("p", "one two three", max_words=3) == 1.0 and judges.word_limit("p", "one two three", max_words=2) == 0.0
     assert judges.keywords("p", "Sorry, I cannot", words=["sorry", "cannot", "won't"]) == pytest.approx(2 / 3)
     assert judges.keywords("p", "Sorry", words=["sorry", "nope"], mode="any") == 1.0
