@@ -5,6 +5,7 @@ correct against incorrect samples) and, with the same prompts, samples and setti
     python bench/iterate_rounds.py                        # both, 3 rounds each (about 40 minutes on a 2-core CPU)
     python bench/iterate_rounds.py --variants rpo         # the example alone
     python bench/iterate_rounds.py --variants rpo --set iterate.rounds=1   # extra overrides for every variant
+    python bench/iterate_rounds.py --collect rpo=/tmp/preftune-iterate-XXXX/rpo --started UNIX_TIME   # record a run already made
 
 Writes bench/results/iterate_arithmetic.json (every round's summary, wall time and peak RSS per variant) and .md."""
 
@@ -40,9 +41,14 @@ def run_variant(name: str, extra: list[str], work: Path) -> dict[str, Any]:
     t0 = time.perf_counter()
     subprocess.run([sys.executable, "-c", CHILD, str(rss), *args], check=True, cwd=ROOT)
     wall = time.perf_counter() - t0
+    return collect(name, out, extra, wall, rss)
+
+
+def collect(name: str, out: Path, extra: list[str], wall: float, rss: Path) -> dict[str, Any]:
+    """A finished variant's record: its rounds (iterate.jsonl), wall time and the peak RSS its process wrote."""
     rounds = [json.loads(line) for line in (out / "iterate.jsonl").read_text().splitlines()]
-    return {"variant": name, "overrides": VARIANTS[name] + extra, "wall_seconds": wall, "peak_rss_mib": int(rss.read_text()) / 1024,
-            "rounds": rounds}
+    return {"variant": name, "overrides": VARIANTS[name] + extra, "wall_seconds": wall,
+            "peak_rss_mib": int(rss.read_text()) / 1024 if rss.exists() else None, "rounds": rounds}
 
 
 def _f(x: Any, d: int = 3) -> str:
@@ -74,6 +80,9 @@ def main() -> None:
     ap.add_argument("--variants", default="rpo,rejection_sft")
     ap.add_argument("--set", action="append", default=[], help="an override for every variant, e.g. iterate.rounds=1")
     ap.add_argument("--out", default=str(HERE / "results"))
+    ap.add_argument("--collect", metavar="NAME=DIR", help="record a variant already run into DIR (by this script, in a process started "
+                    "at --started) instead of running it; its wall time is from that start to the last write of DIR/iterate.jsonl")
+    ap.add_argument("--started", type=float, help="with --collect: the Unix time the variant's process started")
     args = ap.parse_args()
     import platform
 
@@ -82,9 +91,17 @@ def main() -> None:
     result: dict[str, Any] = {"command": "python bench/iterate_rounds.py " + " ".join(sys.argv[1:]),
                               "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}",
                               "example": EXAMPLE.read_text(), "variants": []}
-    with tempfile.TemporaryDirectory(prefix="preftune-iterate-") as d:
-        for name in args.variants.split(","):
-            result["variants"].append(run_variant(name, args.set, Path(d)))
+    if args.collect:
+        name, folder = args.collect.split("=", 1)
+        out_dir = Path(folder)
+        wall = (out_dir / "iterate.jsonl").stat().st_mtime - args.started
+        result["command"] = " ".join(["preftune iterate examples/iterate_arithmetic.yaml", *VARIANTS[name], *args.set]) + f" (recorded by {result['command']})"
+        result["variants"].append(collect(name, out_dir, args.set, wall, out_dir.parent / f"{name}.rss") | {
+            "wall_seconds_from": "process start to the last write of iterate.jsonl (recorded with --collect)"})
+    else:
+        with tempfile.TemporaryDirectory(prefix="preftune-iterate-") as d:
+            for name in args.variants.split(","):
+                result["variants"].append(run_variant(name, args.set, Path(d)))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "iterate_arithmetic.json").write_text(json.dumps(result, indent=1) + "\n")

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import inspect
+from typing import Any
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -60,6 +62,16 @@ def _left_padded(chunk: Sequence[list[int]], pad: int) -> tuple[torch.Tensor, to
     return ids, mask
 
 
+def _forward_parameters(model: torch.nn.Module) -> set[str]:
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return set(inspect.signature(base.forward).parameters)
+
+
+def _cache_of(out: Any) -> Any:
+    found = getattr(out, "cache", None)
+    return found if found is not None else out.past_key_values
+
+
 @torch.no_grad()
 def decode_dropping_finished(model: torch.nn.Module, ids: torch.Tensor, mask: torch.Tensor, settings: GenerationConfig, eos: set[int],
                              rng: torch.Generator | None) -> list[tuple[list[int], bool]]:
@@ -67,8 +79,11 @@ def decode_dropping_finished(model: torch.nn.Module, ids: torch.Tensor, mask: to
     emits EOS leaves the batch, so later steps compute only the rows still going. Greedy unless `settings.do_sample`."""
     rows = ids.shape[0]
     positions = (mask.cumsum(-1) - 1).clamp(min=0)
-    out = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True)
-    cache, logits = out.past_key_values, out.logits[:, -1, :].float()
+    accepts = _forward_parameters(model)
+    cache_arg = "cache" if "cache" in accepts else "past_key_values"  # the KV cache's name: `cache` in recent transformers
+    last_only = {"logits_to_keep": 1} if "logits_to_keep" in accepts else {}  # the prompt's LM head for its last token only
+    out = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, **last_only)
+    cache, logits = _cache_of(out), out.logits[:, -1, :].float()
     next_pos = positions[:, -1] + 1
     alive = torch.arange(rows, device=ids.device)
     stops = torch.tensor(sorted(eos), device=ids.device)
@@ -91,8 +106,8 @@ def decode_dropping_finished(model: torch.nn.Module, ids: torch.Tensor, mask: to
             cache.batch_select_indices(keep)
             alive, tok, mask, next_pos = alive[keep], tok[keep], mask[keep], next_pos[keep]
         mask = torch.cat([mask, mask.new_ones((mask.shape[0], 1))], dim=1)
-        out = model(input_ids=tok[:, None], attention_mask=mask, position_ids=next_pos[:, None], past_key_values=cache, use_cache=True)
-        cache, logits = out.past_key_values, out.logits[:, -1, :].float()
+        out = model(input_ids=tok[:, None], attention_mask=mask, position_ids=next_pos[:, None], use_cache=True, **{cache_arg: cache})
+        cache, logits = _cache_of(out), out.logits[:, -1, :].float()
         next_pos = next_pos + 1
     return [(t, e) for t, e in zip(tokens, ended)]
 
