@@ -12,11 +12,23 @@ from ..config import GenerationConfig
 from ..models.generate import Sample
 
 
-def length_stats(samples: Sequence[Sample]) -> dict[str, float]:
-    """Response lengths in tokens: mean, median, 90th percentile, max, and the share cut off by max_new_tokens."""
-    if not samples:
+def length_summary(lengths: Sequence[int], finished: Sequence[bool]) -> dict[str, float]:
+    """Response lengths in tokens: mean, median, 90th percentile, max, and the share cut off by max_new_tokens (not
+    `finished`); {} when there are none."""
+    if not lengths:
         return {}
-    return stats.length_stats([len(s.ids) for s in samples], (90,)) | {"truncated_fraction": sum(not s.finished for s in samples) / len(samples)}
+    return stats.length_stats(lengths, (90,)) | {"truncated_fraction": sum(not f for f in finished) / len(lengths)}
+
+
+def length_stats(samples: Sequence[Sample]) -> dict[str, float]:
+    """`length_summary` of generated samples."""
+    return length_summary([len(s.ids) for s in samples], [s.finished for s in samples])
+
+
+def decode_rates(tokens: float, row_steps: float, seconds: float) -> dict[str, float]:
+    """Tokens per second, and the share of `row_steps` (rows × steps of batches decoded to their longest response) that
+    fell on rows already stopped."""
+    return {"tokens_per_s": tokens / seconds if seconds > 0 else float("nan"), "idle_row_share": 1.0 - tokens / row_steps if row_steps else float("nan")}
 
 
 def decode_usage(samples: Sequence[Sample], prompts_per_batch: int, seconds: float) -> dict[str, float]:
@@ -28,8 +40,7 @@ def decode_usage(samples: Sequence[Sample], prompts_per_batch: int, seconds: flo
         batches.setdefault(s.prompt_index // prompts_per_batch, []).append(len(s.ids))
     tokens = sum(sum(b) for b in batches.values())
     slots = sum(len(b) * max(b) for b in batches.values())
-    return {"tokens": float(tokens), "seconds": seconds, "tokens_per_s": tokens / seconds if seconds > 0 else float("nan"),
-            "row_steps": float(slots), "idle_row_share": 1.0 - tokens / slots if slots else float("nan")}
+    return {"tokens": float(tokens), "seconds": seconds, "row_steps": float(slots), **decode_rates(tokens, slots, seconds)}
 
 
 def kl_estimate(policy_logps: torch.Tensor, reference_logps: torch.Tensor, settings: GenerationConfig) -> dict[str, object]:

@@ -13,7 +13,7 @@ from .. import stats
 from ..config import GenerationConfig, LossConfig, ModelConfig, RunConfig
 from ..data.records import Text, as_text
 from ..evaluation.generation import decode_usage, kl_estimate, length_stats
-from ..evaluation.judges import Judge
+from ..evaluation.judges import Judge, rewards
 from ..evaluation.models import EvalModels, load_eval_models
 from ..evaluation.run import decode, prompt_tokenizer, sample_logps
 from ..models.generate import Sample, generate
@@ -62,7 +62,7 @@ def evaluate_round(cfg: RunConfig, model_path: str, start_model: str | None, pro
     greedy = cfg.generation.model_copy(update={"do_sample": False, "num_samples": 1})
     samples, texts, usage = answerer.answer(prompts, greedy, f"evaluate {folder.name}", show)
     prompt_texts = [as_text(p) for p in prompts]
-    scores = [judge.reward(prompt_texts[s.prompt_index], t) for s, t in zip(samples, texts)]
+    scores = rewards(judge, [prompt_texts[s.prompt_index] for s in samples], texts)
     mean, stderr = stats.mean_stderr(scores)
     result: dict[str, Any] = {"model": model_path, "prompts": len(prompts), "judge": judge.name, "greedy_judge_mean": mean,
                               "greedy_judge_stderr": stderr, "length_tokens": length_stats(samples), "generation": usage}

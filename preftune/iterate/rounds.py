@@ -20,6 +20,7 @@ from .. import stats
 from ..config import IterateConfig, RunConfig
 from ..data.records import Text, as_text
 from ..errors import ConfigError, JudgeError
+from ..evaluation.generation import decode_rates, length_summary
 from ..evaluation.judges import Judge, load_judge
 from ..training.artifacts import MERGED_DIR, MODEL_DIR, write_json, write_jsonl
 from .answers import Answerer, evaluate_round
@@ -87,10 +88,8 @@ def sampling_summary(sampled: AdaptiveSamples, it: IterateConfig, usage: list[di
             "sample_score_mean": stats.mean_stderr([s.score for s in every])[0] if every else float("nan"),
             "sample_correct_share": sum(map(sum, correct)) / max(1, len(every)),
             "prompts_all_correct": sum(bool(c) and all(c) for c in correct), "prompts_none_correct": sum(not any(c) for c in correct),
-            "sample_length_tokens": stats.length_stats([s.tokens for s in every], (90,)) | {
-                "truncated_fraction": sum(not s.finished for s in every) / max(1, len(every))},
-            "generation": {"tokens": tokens, "seconds": seconds, "tokens_per_s": tokens / seconds if seconds else float("nan"),
-                           "idle_row_share": 1.0 - tokens / slots if slots else float("nan")}}
+            "sample_length_tokens": length_summary([s.tokens for s in every], [s.finished for s in every]),
+            "generation": {"tokens": tokens, "seconds": seconds, **decode_rates(tokens, slots, seconds)}}
 
 
 def sample_round(cfg: RunConfig, model_path: str, prompts: list[Text], judge: Judge, folder: Path, seed: int, show: bool) -> list[dict[str, Any]]:
@@ -108,8 +107,16 @@ def sample_round(cfg: RunConfig, model_path: str, prompts: list[Text], judge: Ju
         usage.append(used)
         return [(positions[s.prompt_index], a, len(s.ids), s.finished) for s, a in zip(samples, answers)]
 
-    sampled = adaptive_sample(len(prompts), it.samples_per_prompt, it.sample_cap(), draw,
-                              lambda i, answers: sample_scores(judge, texts[i], answers), settles(it))
+    scored: dict[int, list[float]] = {}
+
+    def score(i: int, answers: list[str]) -> list[float]:
+        if judge.kind != "reward":  # round-robin wins change as samples arrive: all of them again
+            return sample_scores(judge, texts[i], answers)
+        known = scored.setdefault(i, [])
+        known += sample_scores(judge, texts[i], answers[len(known):])  # a reward is the sample's own: each scored once
+        return list(known)
+
+    sampled = adaptive_sample(len(prompts), it.samples_per_prompt, it.sample_cap(), draw, score, settles(it))
     rows, counts = training_examples(prompts, sampled, it)
     write_jsonl(folder / "samples.jsonl", ({"prompt": texts[i], "sample": j, "response": s.text, "score": s.score, "tokens": s.tokens}
                                            for i, got in enumerate(sampled.per_prompt) for j, s in enumerate(got)), ensure_ascii=False)
