@@ -260,6 +260,8 @@ class IterateConfig(Section):
                     "correct_incorrect (each correct sample against an incorrect one, up to max_pairs_per_prompt)")
     max_pairs_per_prompt: int = Field(4, ge=1, description="pairs per prompt at most (rejection_sft: correct samples kept per prompt)")
     correct_score: float = Field(1.0, description="a sample counts as correct when its judge score is at least this")
+    resample_all_correct: bool = Field(False, description="preference rounds: sample again a prompt whose samples are all correct and "
+                                       "give no pair (an incorrect one may yet come); false: such a prompt counts as learned and is not resampled")
     reference: Literal["previous", "original"] = Field("previous", description="each round's reference: the previous round's model or the start model")
     judge: JudgeConfig = Field(default_factory=JudgeConfig)
     eval_judge: JudgeConfig | None = Field(None, description="judge of the greedy evaluation; null: the sampling judge")

@@ -42,10 +42,16 @@ def examples_file(it: IterateConfig) -> str:
 
 
 def settles(it: IterateConfig) -> Callable[[Sequence[float], Sequence[str]], bool]:
-    """When a prompt has something to learn from: a pair under the strategies, or (rejection_sft) a correct sample."""
+    """When a prompt needs no more samples: it has something to learn from (a pair under the strategies; for rejection_sft
+    a correct sample), or, unless `resample_all_correct`, every sample of a preference round is correct (learned)."""
     if it.round_type == "rejection_sft":
         return lambda scores, texts: bool(correct_samples(scores, texts, it.correct_score))
-    return lambda scores, texts: select_pairs(scores, texts, it.pair_strategies, it.correct_score, it.max_pairs_per_prompt)[1] is not None
+
+    def settled(scores: Sequence[float], texts: Sequence[str]) -> bool:
+        if not it.resample_all_correct and scores and all(s >= it.correct_score for s in scores):
+            return True
+        return select_pairs(scores, texts, it.pair_strategies, it.correct_score, it.max_pairs_per_prompt)[1] is not None
+    return settled
 
 
 def _turn(prompt: Text, text: str) -> Any:

@@ -52,6 +52,16 @@ def filter_logits(logits: torch.Tensor, settings: GenerationConfig) -> torch.Ten
     return logits
 
 
+def sample_tokens(logits: torch.Tensor, settings: GenerationConfig, rng: torch.Generator | None) -> torch.Tensor:
+    """One token per row drawn from softmax(`filter_logits`): the first token whose cumulative probability exceeds a
+    uniform draw (one random number per row; `torch.multinomial` was 4x slower than the LM head over a 49k vocabulary)."""
+    cdf = filter_logits(logits, settings).softmax(-1).cumsum(-1)
+    total = cdf[:, -1:]
+    u = torch.rand(total.shape, generator=rng, device=logits.device, dtype=cdf.dtype) * total
+    u = torch.minimum(u, total.nextafter(torch.zeros_like(total)))  # below the total: a token of probability 0 is never drawn
+    return torch.searchsorted(cdf, u, right=True).squeeze(1)
+
+
 def _left_padded(chunk: Sequence[list[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
     width = max(len(p) for p in chunk)
     ids = torch.full((len(chunk), width), pad, dtype=torch.long)
@@ -91,7 +101,7 @@ def decode_dropping_finished(model: torch.nn.Module, ids: torch.Tensor, mask: to
     ended = [False] * rows
     for step in range(settings.max_new_tokens):
         if settings.do_sample:
-            tok = torch.multinomial(filter_logits(logits, settings).softmax(-1), 1, generator=rng).squeeze(1)
+            tok = sample_tokens(logits, settings, rng)
         else:
             tok = logits.argmax(-1)
         for r, t in zip(alive.tolist(), tok.tolist()):

@@ -15,7 +15,7 @@ from preftune.data.tokenize import TokenizedPair
 from preftune.errors import JudgeError
 from preftune.evaluation.generation import decode_usage, kl_estimate, length_stats
 from preftune.stats import mean_stderr
-from preftune.models.generate import Sample, filter_logits, generate
+from preftune.models.generate import Sample, filter_logits, generate, sample_tokens
 from preftune.evaluation.judges import load_judge, win_rate
 from preftune.evaluation.models import load_eval_models
 from preftune.evaluation.preference import preference_summary
@@ -187,6 +187,21 @@ def test_filter_logits_applies_temperature_top_k_and_top_p() -> None:
     assert torch.isfinite(filter_logits(logits, GenerationConfig(top_p=0.45))).tolist() == [[True, False, False, False]]
     assert torch.isfinite(filter_logits(logits, GenerationConfig(top_p=0.85))).tolist() == [[True, True, True, False]]
     assert torch.isfinite(filter_logits(logits[:, [3, 2, 1, 0]], GenerationConfig(top_p=0.01))).tolist() == [[False, False, False, True]]
+
+
+def test_sample_tokens_draws_each_row_from_its_filtered_softmax() -> None:
+    probs = torch.tensor([[0.5, 0.3, 0.15, 0.05], [0.05, 0.15, 0.3, 0.5]])
+    n = 40_000
+    logits = torch.log(probs).repeat_interleave(n, 0)
+    rng = torch.Generator().manual_seed(0)
+    drawn = sample_tokens(logits, GenerationConfig(temperature=0.5), rng).view(2, n)
+    want = torch.softmax(torch.log(probs) / 0.5, -1)
+    for row in range(2):
+        freq = torch.bincount(drawn[row], minlength=4) / n
+        assert torch.allclose(freq, want[row], atol=4 * (0.25 / n) ** 0.5), (freq, want[row])  # within 4 standard errors
+    # filtered tokens are never drawn, the last one included (the uniform draw stays below the total)
+    top2 = sample_tokens(logits, GenerationConfig(top_k=2), rng).view(2, n)
+    assert set(top2[0].tolist()) == {0, 1} and set(top2[1].tolist()) == {2, 3}
 
 
 @pytest.fixture(scope="module")

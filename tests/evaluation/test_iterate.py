@@ -16,7 +16,7 @@ from preftune.errors import ConfigError, DataError
 from preftune.evaluation.judges import load_judge
 from preftune.iterate.page import change, write_page
 from preftune.iterate.pairs import best_and_worst, correct_samples, pick_best_worst, pick_correct_incorrect, sample_scores, select_pairs
-from preftune.iterate.rounds import sampling_summary, training_examples
+from preftune.iterate.rounds import sampling_summary, settles, training_examples
 from preftune.iterate.sampling import AdaptiveSamples, Judged, adaptive_sample
 from preftune.iterate.prompts import read_prompts, round_prompts
 
@@ -142,6 +142,25 @@ def test_adaptive_sampling_resamples_only_unsettled_prompts_up_to_the_cap() -> N
     assert adaptive_sample(3, 2, 2, draw, score, lambda s, t: False).stats()["draws"] == 1 and len(calls) == 1
     with pytest.raises(ValueError, match="k ≤ cap"):
         adaptive_sample(1, 3, 2, draw, score, lambda s, t: False)
+
+
+def test_a_preference_round_does_not_resample_prompts_whose_samples_are_all_correct() -> None:
+    it = IterateConfig(pair_strategies=["correct_incorrect"])
+    done = settles(it)
+    assert done([1.0, 1.0], ["a", "b"])  # all correct: learned, not resampled
+    assert not done([0.0, 0.5], ["a", "b"]) and done([1.0, 0.0], ["a", "b"])  # none correct: resample; a pair: settled
+    assert not settles(it.model_copy(update={"resample_all_correct": True}))([1.0, 1.0], ["a", "b"])
+    assert not settles(IterateConfig(round_type="rejection_sft"))([0.0, 0.0], ["a", "b"])
+    draws: list[list[int]] = []
+
+    def draw(positions: list[int], n: int, attempt: int) -> list[tuple[int, str, int, bool]]:
+        draws.append(list(positions))
+        return [(i, f"{i}-{attempt}-{j}", 3, True) for i in positions for j in range(n)]
+
+    # prompt 0 always right, prompt 1 always wrong, prompt 2 right only on its first sample: only prompt 1 is drawn again
+    score = lambda i, texts: [1.0 if i == 0 or (i == 2 and k == 0) else 0.0 for k in range(len(texts))]  # noqa: E731
+    out = adaptive_sample(3, 2, 6, draw, score, done)
+    assert draws == [[0, 1, 2], [1], [1]] and out.settled_by_resampling == 0
 
 
 def test_training_examples_and_sampling_summary_count_what_happened() -> None:
