@@ -36,7 +36,8 @@ CHILD = ("import resource, runpy, sys\n"
 def run_variant(name: str, extra: list[str], work: Path) -> dict[str, Any]:
     """One `preftune iterate` in its own process: wall time, its own peak RSS, and every round's summary."""
     out, rss = work / name, work / f"{name}.rss"
-    args = ["iterate", str(EXAMPLE), f"output_dir={out}", *VARIANTS[name], *extra]
+    # its own reference cache: a rerun must not reuse the log-probs an earlier run cached for the same round-1 pairs
+    args = ["iterate", str(EXAMPLE), f"output_dir={out}", f"reference.cache_dir={work / (name + '-reference')}", *VARIANTS[name], *extra]
     print("$ preftune", " ".join(args), flush=True)
     t0 = time.perf_counter()
     subprocess.run([sys.executable, "-c", CHILD, str(rss), *args], check=True, cwd=ROOT)
