@@ -54,7 +54,7 @@ def filter_logits(logits: torch.Tensor, settings: GenerationConfig) -> torch.Ten
 
 def sample_tokens(logits: torch.Tensor, settings: GenerationConfig, rng: torch.Generator | None) -> torch.Tensor:
     """One token per row drawn from softmax(`filter_logits`): the first token whose cumulative probability exceeds a
-    uniform draw (one random number per row; `torch.multinomial` was 4x slower than the LM head over a 49k vocabulary)."""
+    uniform draw (one random number per row; `torch.multinomial` is several times slower: bench/sampling_draw.py)."""
     cdf = filter_logits(logits, settings).softmax(-1).cumsum(-1)
     total = cdf[:, -1:]
     u = torch.rand(total.shape, generator=rng, device=logits.device, dtype=cdf.dtype) * total

@@ -99,7 +99,8 @@ def optimizer_step(run: Run) -> Metrics:
         batch = run.stream.next()
         indices += batch.indices.tolist()
         last = micro == grad_accum - 1
-        ctx = accelerator.no_sync(run.policy) if (not last and accelerator.num_processes > 1) else contextlib.nullcontext()
+        deepspeed = accelerator.distributed_type == "DEEPSPEED"  # its engine accumulates, scales and steps inside backward
+        ctx = accelerator.no_sync(run.policy) if (not last and accelerator.num_processes > 1 and not deepspeed) else contextlib.nullcontext()
         with ctx:
             with accelerator.autocast():  # the reference's forward too runs in the run's mixed precision
                 loss, values = run.objective(run.policy, batch, run.ref_train, run.loss, run.cfg.train.logits_chunk)
@@ -109,7 +110,7 @@ def optimizer_step(run: Run) -> Metrics:
                 run.optimizer.zero_grad(set_to_none=True)
                 raise NonFiniteLoss(f"step {run.state.step + 1}: the loss is {loss.item()} on the batch of pairs {batch.indices.tolist()} "
                                     "(data-set positions). Try a lower learning rate or check those pairs.", run.state.step + 1, indices)
-            accelerator.backward(loss / grad_accum)
+            accelerator.backward(loss if deepspeed else loss / grad_accum)
         acc.add(values)
         acc.add_total("num_tokens", batch.token_count())
         acc.add_total("num_positions", torch.tensor(batch.input_ids.numel()))
@@ -159,6 +160,9 @@ def finish(run: Run, callbacks: Callbacks, before: Metrics, after: Metrics, last
 
 
 def _clip(model: torch.nn.Module, accelerator: object, max_norm: float | None) -> float:
+    if getattr(accelerator, "distributed_type", None) == "DEEPSPEED":  # clipped and stepped by the engine in backward
+        norm = model.get_global_grad_norm()  # type: ignore[operator]
+        return float(norm) if norm is not None else 0.0
     params = [p for p in model.parameters() if p.requires_grad and p.grad is not None]
     if max_norm is not None:
         norm = accelerator.clip_grad_norm_(params, max_norm)  # type: ignore[attr-defined]

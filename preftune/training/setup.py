@@ -66,9 +66,33 @@ def make_accelerator(cfg: RunConfig) -> Any:
 
     AcceleratorState._reset_state()  # a later run in the same process may ask for another precision (the process group stays)
     GradientState._reset_state()
-    cpu_processes = int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available()
+    deepspeed = os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() == "true"  # DeepSpeed brings its own CPU accelerator (gloo)
+    cpu_processes = int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available() and not deepspeed
     trackers = tracker_setup(cfg.report_to, Path(cfg.output_dir)) if cfg.output_dir else {}
-    return Accelerator(mixed_precision=cfg.train.mixed_precision, cpu=cpu_processes, **trackers)
+    handlers = []
+    if deepspeed and not torch.cuda.is_available():  # else accelerate finds no backend on CPU and counts one process
+        from accelerate.utils import InitProcessGroupKwargs
+
+        handlers.append(InitProcessGroupKwargs(backend="gloo"))
+    accelerator = Accelerator(mixed_precision=cfg.train.mixed_precision, cpu=cpu_processes, kwargs_handlers=handlers, **trackers)
+    if accelerator.distributed_type == "DEEPSPEED":
+        stage = accelerator.state.deepspeed_plugin.deepspeed_config.get("zero_optimization", {}).get("stage")
+        logger.info("DeepSpeed ZeRO stage %s on %d processes (%s)", stage, accelerator.num_processes, accelerator.device)
+    return accelerator
+
+
+def deepspeed_settings(accelerator: Any, cfg: RunConfig) -> None:
+    """Fill the launch config's DeepSpeed settings from the run's: micro-batch per process, accumulation, clipping (the
+    preftune config wins where the two differ, with a log line); no dataloader is prepared for DeepSpeed to read them from."""
+    ds = accelerator.state.deepspeed_plugin.deepspeed_config
+    want = {"train_micro_batch_size_per_gpu": cfg.train.batch_size, "gradient_accumulation_steps": cfg.train.grad_accum,
+            "gradient_clipping": cfg.train.max_grad_norm or 0.0}
+    for key, value in want.items():
+        if ds.get(key, "auto") not in ("auto", value):
+            logger.info("DeepSpeed %s %s from the accelerate config is replaced by the run's %s", key, ds[key], value)
+        ds[key] = value
+    ds["train_batch_size"] = cfg.train.batch_size * cfg.train.grad_accum * accelerator.num_processes
+    ds["zero_allow_untested_optimizer"] = True  # torch's AdamW, as every other preftune run uses
 
 
 def resolve_strategy(cfg: RunConfig, lora: bool | None = None) -> str:
@@ -461,6 +485,8 @@ def setup_run(cfg: RunConfig, model: torch.nn.Module | None = None, tokenizer: A
     if sharded:
         sharding.shard(logps_model)  # before the optimizer: sharding replaces the parameters
     optimizer, scheduler = make_optimizer(policy, cfg, total_steps, sharded=sharded or accelerator.distributed_type in ("FSDP", "DEEPSPEED"))
+    if accelerator.distributed_type == "DEEPSPEED":
+        deepspeed_settings(accelerator, cfg)
     if sharded:
         prepared, optimizer = logps_model, accelerator.prepare(optimizer)
     else:

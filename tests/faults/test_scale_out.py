@@ -102,7 +102,7 @@ def test_accelerate_configs_parse(name: str) -> None:
     if "fsdp" in name:
         assert cfg.distributed_type == "FSDP" and cfg.fsdp_config["fsdp_reshard_after_forward"] is True
     if "zero" in name:
-        assert cfg.distributed_type == "DEEPSPEED" and cfg.deepspeed_config["zero_stage"] == int(name[-6])
+        assert cfg.distributed_type == "DEEPSPEED" and cfg.deepspeed_config["zero_stage"] == int(name.split("zero")[1][0])
 
 
 # ---------------------------------------------------------------- FSDP on two CPU processes
@@ -161,3 +161,45 @@ def test_cpu_fsdp_refuses_a_reference_it_cannot_gather(tmp_path: Path, tiny_mode
     monkeypatch.setattr(sharding, "cpu_fsdp", lambda accelerator: True)
     with pytest.raises(ConfigError, match="reference.strategy: separate"):
         setup_run(tiny_config(tmp_path, tiny_model_dir, "model.lora.enabled=true", "reference.strategy=adapter_disabled"))
+
+
+# ---------------------------------------------------------------- DeepSpeed ZeRO-2 on two CPU processes
+
+def launch_deepspeed(cfg: Path, log: Path) -> None:
+    run([sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(EXAMPLES / "deepspeed_zero2_cpu_2proc.yaml"), "-m",
+         "preftune.cli", "train", str(cfg)], log)
+
+
+@pytest.fixture(scope="module")
+def deepspeed_runs(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> dict[str, Path]:
+    """Full fine-tuning with a separate reference: one process with batch 4; DeepSpeed ZeRO-2 over two CPU processes with
+    batch 2 each; the ZeRO-2 run resumed from its step-2 checkpoint, again on two processes."""
+    pytest.importorskip("deepspeed")
+    tmp = tmp_path_factory.mktemp("deepspeed")
+    data = toy_data(tmp)
+    sep = {"reference": {"strategy": "separate"}}
+    run([sys.executable, "-m", "preftune.cli", "train", str(config(tmp, tiny_model_dir, data, "one", 4, **sep))], tmp / "one.log")
+    launch_deepspeed(config(tmp, tiny_model_dir, data, "zero2", 2, **sep), tmp / "zero2.log")
+    launch_deepspeed(config(tmp, tiny_model_dir, data, "resumed", 2, resume_from=str(tmp / "zero2" / "checkpoint-2"), **sep), tmp / "resumed.log")
+    return {"one": tmp / "one", "zero2": tmp / "zero2", "resumed": tmp / "resumed", "log": tmp / "zero2.log"}
+
+
+def test_deepspeed_zero2_on_two_cpu_processes_matches_one_process(deepspeed_runs: dict[str, Path]) -> None:
+    from safetensors.torch import load_file
+
+    log = deepspeed_runs["log"].read_text()
+    assert "DeepSpeed ZeRO stage 2 on 2 processes" in log
+    for key in ("loss", "eval/loss", "grad_norm"):
+        one, zero2 = losses(deepspeed_runs["one"], key), losses(deepspeed_runs["zero2"], key)
+        assert sorted(one) == sorted(zero2) and len(one) >= 3
+        assert all(abs(one[s] - zero2[s]) <= 1e-5 for s in one), (key, one, zero2)
+    assert losses(deepspeed_runs["one"])[4] < losses(deepspeed_runs["one"])[1]  # it learned, so equal losses mean equal updates
+    a = load_file(str(deepspeed_runs["one"] / "model" / "model.safetensors"))
+    b = load_file(str(deepspeed_runs["zero2"] / "model" / "model.safetensors"))
+    assert sorted(a) == sorted(b) and all((a[k] - b[k]).abs().max() <= 1e-5 for k in a)
+
+
+def test_deepspeed_checkpoint_resumes(deepspeed_runs: dict[str, Path]) -> None:
+    whole, resumed = losses(deepspeed_runs["zero2"]), losses(deepspeed_runs["resumed"])
+    assert sorted(resumed) == [3, 4]
+    assert all(abs(whole[s] - resumed[s]) <= 1e-5 for s in (3, 4)), (whole, resumed)
