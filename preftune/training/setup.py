@@ -38,7 +38,7 @@ from .progress import stage
 from .reference import (AdapterDisabledReference, NoReference, PrecomputedReference, Reference, ReferenceTable, SeparateReference,
                         StartAdapterReference, add_frozen_start_adapter, default_reference_cache, model_fingerprint, pairs_fingerprint,
                         precompute)
-from . import kto, scoring, sft, sharding
+from . import kto, scoring, sft, sharding, zero
 from .samples import add_samples, sample_answers
 from .scoring import LossFunction, score
 from .tracking import MetricsFile, flat_config, tracker_setup
@@ -378,6 +378,8 @@ class Run:
         if self.sharded:  # every process takes part in gathering; the main one writes
             weights = sharding.full_state(self.policy, trainable_only=True)
             optimizer_state = sharding.full_optimizer_state(self.policy, self.optimizer.optimizer)
+        elif self.accelerator.distributed_type == "DEEPSPEED":  # every process gives its slice; the weights are whole on each
+            weights, optimizer_state = None, zero.full_optimizer_state(self.optimizer)
         else:
             weights, optimizer_state = None, None
         self.save_reference()  # every process its own pairs
@@ -502,6 +504,8 @@ def setup_run(cfg: RunConfig, model: torch.nn.Module | None = None, tokenizer: A
         else:
             load_trainable(accelerator.unwrap_model(prepared).model, resume_dir / "model")
             load_optimizer = optimizer.load_state_dict
+            if accelerator.distributed_type == "DEEPSPEED":
+                load_optimizer = lambda s: zero.load_full_optimizer_state(optimizer, s)  # noqa: E731
         state = load_checkpoint(resume_dir, load_optimizer, scheduler)
         logger.info("resumed from %s at step %d", resume_dir, state.step)
     folder = RunFolder(out_dir, accelerator.is_main_process, state.step if resume_dir else None, state.metrics_lines)

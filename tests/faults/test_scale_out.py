@@ -1,7 +1,7 @@
 """Two processes through `accelerate launch` on CPU (gloo): same losses as one process with the same global batch,
 metrics reduced across ranks and written once, a two-process checkpoint resumable with one process, each rank's
 reference log-probs merged into one cache; FSDP on two CPU processes (torch's fully_shard) equal to one process, with a
-checkpoint that resumes; and the shipped accelerate configs parse."""
+checkpoint that resumes; DeepSpeed ZeRO-2 on two CPU processes the same; and the shipped accelerate configs parse."""
 
 from __future__ import annotations
 
