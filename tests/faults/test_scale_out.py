@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -107,22 +108,27 @@ def test_accelerate_configs_parse(name: str) -> None:
 
 # ---------------------------------------------------------------- FSDP on two CPU processes
 
-def launch_fsdp(cfg: Path, log: Path) -> None:
-    run([sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(EXAMPLES / "fsdp_cpu_2proc.yaml"), "-m", "preftune.cli", "train",
-         str(cfg)], log)
+def launch_with(accelerate_config: str) -> Callable[[Path, Path], None]:
+    def launch(cfg: Path, log: Path) -> None:
+        run([sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(EXAMPLES / accelerate_config), "-m", "preftune.cli", "train",
+             str(cfg)], log)
+    return launch
+
+
+def sharded_runs(tmp: Path, model_dir: Path, accelerate_config: str, name: str) -> dict[str, Path]:
+    """Full fine-tuning with a separate reference: one process with batch 4; `accelerate_config`'s two processes with
+    batch 2 each (run `name`); that run resumed from its step-2 checkpoint, again on two processes."""
+    data, launch = toy_data(tmp), launch_with(accelerate_config)
+    sep = {"reference": {"strategy": "separate"}}
+    run([sys.executable, "-m", "preftune.cli", "train", str(config(tmp, model_dir, data, "one", 4, **sep))], tmp / "one.log")
+    launch(config(tmp, model_dir, data, name, 2, **sep), tmp / f"{name}.log")
+    launch(config(tmp, model_dir, data, "resumed", 2, resume_from=str(tmp / name / "checkpoint-2"), **sep), tmp / "resumed.log")
+    return {"one": tmp / "one", name: tmp / name, "resumed": tmp / "resumed", "log": tmp / f"{name}.log"}
 
 
 @pytest.fixture(scope="module")
 def fsdp_runs(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> dict[str, Path]:
-    """Full fine-tuning with a separate reference: one process with batch 4; FSDP over two processes with batch 2 each;
-    the FSDP run resumed from its step-2 checkpoint, again on two processes."""
-    tmp = tmp_path_factory.mktemp("fsdp")
-    data = toy_data(tmp)
-    sep = {"reference": {"strategy": "separate"}}
-    run([sys.executable, "-m", "preftune.cli", "train", str(config(tmp, tiny_model_dir, data, "one", 4, **sep))], tmp / "one.log")
-    launch_fsdp(config(tmp, tiny_model_dir, data, "fsdp", 2, **sep), tmp / "fsdp.log")
-    launch_fsdp(config(tmp, tiny_model_dir, data, "resumed", 2, resume_from=str(tmp / "fsdp" / "checkpoint-2"), **sep), tmp / "resumed.log")
-    return {"one": tmp / "one", "fsdp": tmp / "fsdp", "resumed": tmp / "resumed", "log": tmp / "fsdp.log"}
+    return sharded_runs(tmp_path_factory.mktemp("fsdp"), tiny_model_dir, "fsdp_cpu_2proc.yaml", "fsdp")
 
 
 def test_fsdp_on_two_cpu_processes_shards_and_matches_one_process(fsdp_runs: dict[str, Path]) -> None:
@@ -165,23 +171,10 @@ def test_cpu_fsdp_refuses_a_reference_it_cannot_gather(tmp_path: Path, tiny_mode
 
 # ---------------------------------------------------------------- DeepSpeed ZeRO-2 on two CPU processes
 
-def launch_deepspeed(cfg: Path, log: Path) -> None:
-    run([sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(EXAMPLES / "deepspeed_zero2_cpu_2proc.yaml"), "-m",
-         "preftune.cli", "train", str(cfg)], log)
-
-
 @pytest.fixture(scope="module")
 def deepspeed_runs(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> dict[str, Path]:
-    """Full fine-tuning with a separate reference: one process with batch 4; DeepSpeed ZeRO-2 over two CPU processes with
-    batch 2 each; the ZeRO-2 run resumed from its step-2 checkpoint, again on two processes."""
     pytest.importorskip("deepspeed")
-    tmp = tmp_path_factory.mktemp("deepspeed")
-    data = toy_data(tmp)
-    sep = {"reference": {"strategy": "separate"}}
-    run([sys.executable, "-m", "preftune.cli", "train", str(config(tmp, tiny_model_dir, data, "one", 4, **sep))], tmp / "one.log")
-    launch_deepspeed(config(tmp, tiny_model_dir, data, "zero2", 2, **sep), tmp / "zero2.log")
-    launch_deepspeed(config(tmp, tiny_model_dir, data, "resumed", 2, resume_from=str(tmp / "zero2" / "checkpoint-2"), **sep), tmp / "resumed.log")
-    return {"one": tmp / "one", "zero2": tmp / "zero2", "resumed": tmp / "resumed", "log": tmp / "zero2.log"}
+    return sharded_runs(tmp_path_factory.mktemp("deepspeed"), tiny_model_dir, "deepspeed_zero2_cpu_2proc.yaml", "zero2")
 
 
 def test_deepspeed_zero2_on_two_cpu_processes_matches_one_process(deepspeed_runs: dict[str, Path]) -> None:
