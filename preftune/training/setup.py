@@ -38,7 +38,7 @@ from .progress import stage
 from .reference import (AdapterDisabledReference, NoReference, PrecomputedReference, Reference, ReferenceTable, SeparateReference,
                         StartAdapterReference, add_frozen_start_adapter, default_reference_cache, model_fingerprint, pairs_fingerprint,
                         precompute)
-from . import kto, scoring, sft, sharding, zero
+from . import host_memory, kto, scoring, sft, sharding, zero
 from .samples import add_samples, sample_answers
 from .scoring import LossFunction, score
 from .tracking import MetricsFile, flat_config, tracker_setup
@@ -64,6 +64,7 @@ def make_accelerator(cfg: RunConfig) -> Any:
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState, GradientState
 
+    host_memory.fix_mmap_threshold(cfg.train.host_mmap_threshold_kib)
     AcceleratorState._reset_state()  # a later run in the same process may ask for another precision (the process group stays)
     GradientState._reset_state()
     deepspeed = os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() == "true"  # DeepSpeed brings its own CPU accelerator (gloo)
