@@ -25,7 +25,8 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 DATA = HERE.parent.parent / "shared" / "data" / "hh-rlhf-harmless" / "train.jsonl"
 VARIANTS = {"off": ["train.gradient_checkpointing=false"],
-            "glibc_default": ["train.gradient_checkpointing=false", "train.host_mmap_threshold_kib=null"],  # heap keeps freed tensors "selective": ["train.gradient_checkpointing=selective"],
+            "glibc_default": ["train.gradient_checkpointing=false", "train.host_mmap_threshold_kib=null"],  # heap keeps freed tensors
+            "selective": ["train.gradient_checkpointing=selective"],
             "whole_layers": ["train.gradient_checkpointing=true"],
             "segments": ["model.attention=segments", "train.gradient_checkpointing=false"],  # attention per pair segment
             "segments_selective": ["model.attention=segments", "train.gradient_checkpointing=selective"]}
