@@ -5,8 +5,10 @@ weights left out (they are in memory anyway). Also the peak RSS the forward and 
 
     python bench/saved_activations.py                 # 2 rows of 700 tokens
     python bench/saved_activations.py --rows 4 --tokens 350
+    python bench/saved_activations.py --mmap-threshold-kib 128 --out bench/results/saved_activations_mmap128.json
 
-Writes bench/results/saved_activations.json."""
+Writes bench/results/saved_activations.json. Without --mmap-threshold-kib glibc's default (dynamic) threshold is kept;
+preftune's training runs fix it at train.host_mmap_threshold_kib (128 KiB by default)."""
 
 from __future__ import annotations
 
@@ -28,7 +30,12 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rows", type=int, default=2)
     ap.add_argument("--tokens", type=int, default=700)
+    ap.add_argument("--mmap-threshold-kib", type=int, default=None)
+    ap.add_argument("--out", default=str(Path(__file__).resolve().parent / "results" / "saved_activations.json"))
     args = ap.parse_args()
+    from preftune.training.host_memory import fix_mmap_threshold
+
+    fix_mmap_threshold(args.mmap_threshold_kib)
     from peft import LoraConfig, get_peft_model
 
     torch.manual_seed(0)
@@ -60,11 +67,12 @@ def main() -> None:
     tokens = args.rows * args.tokens
     total = sum(by_width.values())
     result = {"command": "python bench/saved_activations.py " + " ".join(sys.argv[1:]), "rows": args.rows, "tokens_per_row": args.tokens,
+              "mmap_threshold_kib": args.mmap_threshold_kib,
               "layers": base.config.num_hidden_layers, "saved_mib": total / 2**20, "saved_kib_per_token": total / 1024 / tokens,
               "saved_by_width_mib": {k: v / 2**20 for k, v in by_width.most_common()},
               "saved_share_by_width": {k: v / total for k, v in by_width.most_common()},
               "rss_added_by_forward_kib_per_token": (after_forward - start) / tokens, "rss_added_at_peak_kib_per_token": (peak - start) / tokens}
-    out = Path(__file__).resolve().parent / "results" / "saved_activations.json"
+    out = Path(args.out)
     out.write_text(json.dumps(result, indent=1) + "\n")
     print(json.dumps(result, indent=1))
 

@@ -203,9 +203,10 @@ class TrainConfig(Section):
     gradient_checkpointing: bool | Literal["selective"] = Field(
         False, description="recompute activations in the backward pass: true recomputes each decoder layer whole (least memory, about a "
         "third more compute); selective keeps the matrix products and attention outputs and recomputes the cheap elementwise and norm ops")
-    host_mmap_threshold_kib: int | None = Field(128, ge=4, description="Linux/glibc: CPU tensors above this size get their own memory "
+    host_mmap_threshold_kib: int | None = Field(None, ge=4, description="Linux/glibc: CPU tensors above this size get their own memory "
                                                 "mapping, returned to the system when freed (glibc otherwise keeps freed activations in its "
-                                                "heap: peak RSS about a third higher, bench/results/saved_activations.json); null: glibc's default")
+                                                "heap). 128 cut the HH LoRA run's peak RSS to 0.64x but ran 1.8x slower (page faults on every "
+                                                "large tensor; bench/results/peak_memory_hh.md); null: glibc's default")
     optimizer_impl: Literal["auto", "fused", "foreach"] = Field(
         "auto", description="AdamW kernel: fused (one kernel over all parameters), foreach, or auto (fused where torch has it for the parameters)")
     static_shapes: bool = Field(False, description="packed rows padded to a multiple of train.pack_tokens, so batches come in a handful "

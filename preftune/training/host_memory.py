@@ -1,7 +1,7 @@
 """Returning freed CPU memory to the system. glibc serves large allocations with mmap (returned on free) until a large
 block is freed, after which it raises its mmap threshold (up to 32 MiB) and serves them from the heap, where freed
-activations stay resident and fragment: a training step's RSS then grows about 1.5x what its tensors need
-(bench/saved_activations.py). A fixed threshold keeps every large tensor in its own mapping."""
+activations stay resident and fragment. A fixed threshold keeps every large tensor in its own mapping: less resident
+memory, at the cost of a page fault on each first touch (bench/results/peak_memory_hh.md)."""
 
 from __future__ import annotations
 
