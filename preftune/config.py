@@ -203,6 +203,8 @@ class TrainConfig(Section):
     gradient_checkpointing: bool | Literal["selective"] = Field(
         False, description="recompute activations in the backward pass: true recomputes each decoder layer whole (least memory, about a "
         "third more compute); selective keeps the matrix products and attention outputs and recomputes the cheap elementwise and norm ops")
+    fused_mlp: bool = Field(True, description="gated (SwiGLU) MLPs keep only their gate and up projections for the backward pass and "
+                            "recompute the SiLU there: one intermediate-sized tensor less per layer and token, same gradients")
     host_mmap_threshold_kib: int | None = Field(None, ge=4, description="Linux/glibc: CPU tensors above this size get their own memory "
                                                 "mapping, returned to the system when freed (glibc otherwise keeps freed activations in its "
                                                 "heap). 128 cut the HH LoRA run's peak RSS to 0.64x but ran 1.8x slower (page faults on every "

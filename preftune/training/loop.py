@@ -95,11 +95,11 @@ def optimizer_step(run: Run) -> Metrics:
     acc = MetricAccumulator()
     indices: list[int] = []
     accelerator, grad_accum = run.accelerator, run.cfg.train.grad_accum
+    deepspeed = accelerator.distributed_type == "DEEPSPEED"  # its engine accumulates, scales, clips and steps inside backward
     for micro in range(grad_accum):
         batch = run.stream.next()
         indices += batch.indices.tolist()
         last = micro == grad_accum - 1
-        deepspeed = accelerator.distributed_type == "DEEPSPEED"  # its engine accumulates, scales and steps inside backward
         ctx = accelerator.no_sync(run.policy) if (not last and accelerator.num_processes > 1 and not deepspeed) else contextlib.nullcontext()
         with ctx:
             with accelerator.autocast():  # the reference's forward too runs in the run's mixed precision
@@ -114,7 +114,7 @@ def optimizer_step(run: Run) -> Metrics:
         acc.add(values)
         acc.add_total("num_tokens", batch.token_count())
         acc.add_total("num_positions", torch.tensor(batch.input_ids.numel()))
-    grad_norm = _clip(run.policy, accelerator, run.cfg.train.max_grad_norm)
+    grad_norm = _clip(run.policy, accelerator, run.cfg.train.max_grad_norm, deepspeed)
     if not math.isfinite(grad_norm):
         run.optimizer.zero_grad(set_to_none=True)
         raise NonFiniteLoss(f"step {run.state.step + 1}: the gradient norm is {grad_norm} on the pairs {indices} (data-set positions). "
@@ -159,8 +159,8 @@ def finish(run: Run, callbacks: Callbacks, before: Metrics, after: Metrics, last
     return result
 
 
-def _clip(model: torch.nn.Module, accelerator: object, max_norm: float | None) -> float:
-    if getattr(accelerator, "distributed_type", None) == "DEEPSPEED":  # clipped and stepped by the engine in backward
+def _clip(model: torch.nn.Module, accelerator: object, max_norm: float | None, deepspeed: bool) -> float:
+    if deepspeed:  # clipped and stepped by the engine in backward: its norm
         norm = model.get_global_grad_norm()  # type: ignore[operator]
         return float(norm) if norm is not None else 0.0
     params = [p for p in model.parameters() if p.requires_grad and p.grad is not None]
