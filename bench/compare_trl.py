@@ -190,11 +190,14 @@ def run_worker(spec: dict[str, Any]) -> dict[str, Any]:
 
 # ---------------------------------------------------------------- orchestration
 
-def launch(spec: dict[str, Any], log: Path, script: str = __file__) -> dict[str, Any]:
-    """Run one worker (`script --worker SPEC`) in its own process; its log goes to `log`, its JSON result comes back."""
+def launch(spec: dict[str, Any], log: Path, script: str = __file__, tree: str | None = None) -> dict[str, Any]:
+    """Run one worker (`script --worker SPEC`) in its own process, importing preftune from `tree` when given; its log
+    goes to `log`, its JSON result comes back."""
     caches = Path(spec["out"] + "-caches")  # each run its own: no run reuses tokenized data or reference log-probs of another
     env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1", "PREFTUNE_CACHE": str(caches / "preftune"),
            "PREFTUNE_DATA_CACHE": str(caches / "preftune-data"), "HF_DATASETS_CACHE": str(caches / "datasets")}
+    if tree:
+        env["PYTHONPATH"] = str(Path(tree).resolve())
     proc = subprocess.run([sys.executable, script, "--worker", json.dumps(spec)], capture_output=True, text=True, env=env)
     log.write_text(proc.stdout + proc.stderr)
     if proc.returncode != 0:

@@ -1,7 +1,12 @@
 """Attention kernels for the prefix-shared / packed layouts, whose masks let each token see only its own pair:
-FlexAttention's block-sparse `BlockMask`s (`model.attention: flex`, CUDA), and per-segment attention
-(`model.attention: segments`, any device), which gathers each pair's tokens and runs SDPA on them alone, so no
-(query, key) block of two different pairs is computed."""
+SDPA with the batch's mask (`model.attention: sdpa`), FlexAttention's block-sparse `BlockMask`s (`model.attention:
+flex`, CUDA), and per-segment attention (`model.attention: segments`, any device), which gathers each pair's tokens
+and runs SDPA on them alone, so no (query, key) block of two different pairs is computed.
+
+With a layout's boolean mask, SDPA gets one additive float copy of it shared by every layer (given the boolean mask,
+SDPA converts it in each layer and keeps each copy for the backward pass), and on CPU grouped-query attention runs
+without repeating keys and values per query head (SDPA's `enable_gqa`; transformers repeats them whenever a mask is
+given, and the backward pass keeps the repeated copies)."""
 
 from __future__ import annotations
 
@@ -14,8 +19,10 @@ from ..data.batch import PreferenceBatch
 from ..errors import ConfigError
 
 SEGMENTS = "preftune_segments"
-IMPLEMENTATIONS = {"sdpa": "sdpa", "flex": "flex_attention", "segments": SEGMENTS}  # model.attention -> transformers' attn_implementation
+SDPA = "preftune_sdpa"
+IMPLEMENTATIONS = {"sdpa": SDPA, "flex": "flex_attention", "segments": SEGMENTS}  # model.attention -> transformers' attn_implementation
 _last: list[Any] = [None, None]  # (segment ids, BlockMask) of the latest batch: the policy and a live reference share it
+_layout: list[Any] = [None, {}]  # the latest batch's boolean mask, and its additive float form by dtype
 
 
 def uses_flex(module: torch.nn.Module) -> bool:
@@ -115,22 +122,58 @@ def segment_attention_forward(module: torch.nn.Module, query: torch.Tensor, key:
 
     q, k, v = pick(query), pick(key), pick(value)
     groups = heads // key.shape[1]
-    if groups > 1:
+    gqa = groups > 1 and query.device.type == "cpu"
+    if groups > 1 and not gqa:
         k, v = repeat_kv(k, groups), repeat_kv(v, groups)
     out = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=plan.mask, dropout_p=dropout if module.training else 0.0,
-                                                           scale=scaling)
+                                                           scale=scaling, enable_gqa=gqa)
     out = out.transpose(1, 2).reshape(-1, heads, dim)[plan.src]  # (tokens, H, D)
     full = out.new_zeros(rows * length, heads, dim).index_copy(0, plan.dest, out)
     return full.view(rows, length, heads, dim), None
 
 
-def register_segment_attention() -> None:
-    """Make `model.attention: segments` known to transformers (attention function, and SDPA's mask for generation)."""
+def use_layout_mask(mask: torch.Tensor) -> None:
+    """Make `mask` (a batch's (R, 1, L, L) boolean mask) the one `layout_sdpa_forward` serves from a shared float copy."""
+    if _layout[0] is not mask:
+        _layout[:] = mask, {}
+
+
+def additive_mask(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """The active layout mask as an additive float mask (0 where attended, -inf elsewhere), made once per batch and dtype."""
+    cache = _layout[1]
+    if dtype not in cache:
+        cache[dtype] = torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill_(~mask, float("-inf"))
+    return cache[dtype]
+
+
+def layout_sdpa_forward(module: torch.nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+                        attention_mask: torch.Tensor | None, dropout: float = 0.0, scaling: float | None = None,
+                        **kwargs: Any) -> tuple[torch.Tensor, None]:
+    """transformers' attention interface for `model.attention: sdpa`: (B, H, L, D) queries, keys, values -> (B, L, H, D).
+    With the active layout mask: SDPA with its shared additive copy and, on CPU, grouped-query attention without
+    repeated keys and values; any other call (generation, other masks) runs transformers' SDPA."""
+    from transformers.integrations.sdpa_attention import repeat_kv, sdpa_attention_forward
+
+    if attention_mask is None or attention_mask is not _layout[0] or kwargs.get("position_bias") is not None:
+        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs)
+    groups = query.shape[1] // key.shape[1]
+    gqa = groups > 1 and query.device.type == "cpu"  # CUDA's fused kernels take no masked GQA: they would fall back to math
+    if groups > 1 and not gqa:
+        key, value = repeat_kv(key, groups), repeat_kv(value, groups)
+    out = torch.nn.functional.scaled_dot_product_attention(query, key, value, attn_mask=additive_mask(attention_mask, query.dtype),
+                                                           dropout_p=dropout if module.training else 0.0, scale=scaling, enable_gqa=gqa)
+    return out.transpose(1, 2).contiguous(), None
+
+
+def register_attention() -> None:
+    """Make preftune's `model.attention` kernels (sdpa, segments) known to transformers (attention functions, and SDPA's
+    mask for generation)."""
     from transformers import AttentionInterface
     from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, sdpa_mask
 
-    AttentionInterface.register(SEGMENTS, segment_attention_forward)
-    ALL_MASK_ATTENTION_FUNCTIONS.register(SEGMENTS, sdpa_mask)
+    for name, fn in ((SEGMENTS, segment_attention_forward), (SDPA, layout_sdpa_forward)):
+        AttentionInterface.register(name, fn)
+        ALL_MASK_ATTENTION_FUNCTIONS.register(name, sdpa_mask)
 
 
 def uses_segments(module: torch.nn.Module) -> bool:

@@ -11,7 +11,7 @@ import torch
 from ..config import ModelConfig
 from ..errors import ConfigError, ModelError, PreftuneError
 from ..run_files import ADAPTER_CONFIG, CONFIG, MERGED_DIR, MODEL_DIR
-from .attention import IMPLEMENTATIONS, register_segment_attention
+from .attention import IMPLEMENTATIONS, register_attention
 from .embedded import EMBEDDED_NAME, convert_gguf, embedded_model_dir, models_cache_dir
 
 logger = logging.getLogger("preftune.models")
@@ -74,8 +74,7 @@ def load_model(cfg: ModelConfig, name_or_path: str | None = None, trainable: boo
     """The model in the configured dtype; with `trainable` and LoRA enabled, wrapped as a peft model."""
     from transformers import AutoModelForCausalLM
 
-    if cfg.attention == "segments":
-        register_segment_attention()
+    register_attention()
     if cfg.attention == "flex" and not torch.cuda.is_available():
         raise ConfigError("model.attention = flex: FlexAttention needs a CUDA GPU here (on CPU torch has no backward pass for it, "
                           "and its CPU kernel fails to build for varying batch shapes). Fix: model.attention: sdpa on CPU.")

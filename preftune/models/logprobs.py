@@ -13,7 +13,7 @@ import torch
 from torch.utils.checkpoint import checkpoint
 
 from ..data.batch import PreferenceBatch
-from .attention import flex_block_mask, segment_plan, uses_flex, uses_segments
+from .attention import flex_block_mask, segment_plan, use_layout_mask, uses_flex, uses_segments
 
 
 @dataclass
@@ -43,10 +43,36 @@ def decoder_and_head(model: torch.nn.Module) -> tuple[torch.nn.Module, torch.nn.
     return decoder, head
 
 
+class LabelLogps(torch.autograd.Function):
+    """log softmax(logits)[label] at each of T positions, keeping only the (T, V) logits and (T,) log-normalizers for the
+    backward pass (autograd's log_softmax + gather keeps the (T, V) log-probs and makes three more (T, V) tensors in
+    backward: zeros, their scatter, log_softmax's gradient; this makes one)."""
+
+    @staticmethod
+    def forward(ctx: torch.autograd.function.FunctionCtx, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        lse = torch.logsumexp(logits, -1)
+        ctx.save_for_backward(logits, labels, lse)
+        return logits.gather(-1, labels.unsqueeze(-1)).squeeze(-1) - lse
+
+    @staticmethod
+    def backward(ctx: torch.autograd.function.FunctionCtx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        logits, labels, lse = ctx.saved_tensors
+        g = grad.unsqueeze(-1)
+        out = (logits - lse.unsqueeze(-1)).exp_().mul_(-g)  # d logp / d logits = onehot(label) - softmax
+        return out.scatter_add_(-1, labels.unsqueeze(-1), g), None
+
+
+def label_logps(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """log softmax(logits)[label] over the last dimension, through `LabelLogps` when gradients are needed."""
+    if torch.is_grad_enabled() and logits.requires_grad:
+        return LabelLogps.apply(logits, labels)
+    return logits.gather(-1, labels.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, -1)
+
+
 def _chunk_logps(hidden: torch.Tensor, labels: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
                  top1: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     logits = torch.nn.functional.linear(hidden, weight, bias).float()
-    logp = logits.log_softmax(-1).gather(-1, labels.unsqueeze(-1)).squeeze(-1)
+    logp = label_logps(logits, labels)
     hit = (logits.argmax(-1) == labels).float() if top1 else logp.new_zeros(0)
     return logp, logits.mean(-1), hit
 
@@ -77,6 +103,8 @@ def sequence_logps(model: torch.nn.Module, batch: PreferenceBatch, chunk: int = 
     mask = flex_block_mask(batch) if uses_flex(decoder) else batch.attention_mask
     if uses_segments(decoder) and batch.attention_mask.dim() == 4:
         segment_plan(batch)  # attention then runs per pair segment
+    elif batch.attention_mask.dim() == 4:
+        use_layout_mask(batch.attention_mask)  # one additive copy for all layers
     out = decoder(input_ids=batch.input_ids, attention_mask=mask, position_ids=batch.position_ids, use_cache=False)
     hidden = out.last_hidden_state[batch.rows, batch.cols]
     lp, ml, hit = token_logps(hidden, batch.labels, head, chunk, top1)

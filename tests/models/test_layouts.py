@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import collections
+
 import pytest
 import torch
 from transformers import AutoModelForCausalLM
@@ -145,9 +147,9 @@ def test_flex_attention_is_refused_without_a_gpu(tiny_model_dir) -> None:
 
 @pytest.mark.parametrize("layout", ["prefix_shared", "packed"])
 def test_segment_attention_gives_the_sdpa_log_probs_and_gradients(layout: str, tiny_model_dir, smol_tokenizer) -> None:
-    from preftune.models.attention import register_segment_attention
+    from preftune.models.attention import register_attention
 
-    register_segment_attention()
+    register_attention()
     pairs = hh_pairs(smol_tokenizer, 6)
     batch = collate(layout, pairs, range(len(pairs)), smol_tokenizer.pad_token_id, row_tokens=700)
     if layout == "packed":
@@ -164,9 +166,9 @@ def test_segment_attention_gives_the_sdpa_log_probs_and_gradients(layout: str, t
 
 
 def test_segment_plan_holds_each_pair_alone_and_other_masks_run_plain_sdpa(tiny_model_dir, smol_tokenizer) -> None:
-    from preftune.models.attention import register_segment_attention, segment_plan
+    from preftune.models.attention import register_attention, segment_plan
 
-    register_segment_attention()
+    register_attention()
     pairs = hh_pairs(smol_tokenizer, 5)
     batch = collate("packed", pairs, range(5), smol_tokenizer.pad_token_id, row_tokens=900)
     plan = segment_plan(batch)
@@ -220,3 +222,53 @@ def test_gradient_checkpointing_gives_the_same_gradients_and_selective_recompute
         assert not any(op.startswith(("aten.mm", "aten.addmm", "aten.bmm", "aten._scaled_dot")) for op in recomputed)  # products kept
     else:
         assert not calls  # whole layers: no selective policy
+
+
+def _saved_attention_tensors(model, batch) -> tuple[torch.Tensor, dict[str, torch.Tensor], collections.Counter]:
+    """Log-probs, gradients, and the storages autograd keeps by shape class: float masks (R, 1, L, L) and per-head
+    (R, heads, L, head_dim) tensors."""
+    rows, length = batch.input_ids.shape
+    cfg = model.config
+    weights = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    seen: dict[int, str] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        ptr = t.untyped_storage().data_ptr()
+        if ptr not in weights and t.dim() == 4 and t.is_floating_point():
+            if tuple(t.shape) == (rows, 1, length, length):
+                seen[ptr] = "mask"
+            elif t.shape[0] == rows and t.shape[-1] == cfg.hidden_size // cfg.num_attention_heads:
+                seen[ptr] = f"{t.shape[1]} heads"
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        logps = sequence_logps(model, batch, chunk=64).logps
+    (logps * torch.linspace(-1, 1, logps.numel())).sum().backward()
+    grads = {n: p.grad.clone() for n, p in model.named_parameters()}
+    return logps.detach(), grads, collections.Counter(seen.values())
+
+
+@pytest.mark.parametrize("layout", ["prefix_shared", "packed"])
+def test_layout_sdpa_shares_one_float_mask_and_keeps_unrepeated_keys(layout: str, tiny_model_dir, smol_tokenizer) -> None:
+    from preftune.config import ModelConfig
+    from preftune.models.loading import load_model
+
+    pairs = hh_pairs(smol_tokenizer, 6)
+    batch = collate(layout, pairs, range(len(pairs)), smol_tokenizer.pad_token_id, row_tokens=700)
+    torch.manual_seed(0)
+    plain = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32, attn_implementation="sdpa")
+    ours = load_model(ModelConfig(name_or_path=str(tiny_model_dir)))  # model.attention: sdpa
+    assert ours.config._attn_implementation == "preftune_sdpa"
+    ref_logps, ref_grads, ref_saved = _saved_attention_tensors(plain, batch)
+    logps, grads, saved = _saved_attention_tensors(ours, batch)
+    torch.testing.assert_close(logps, ref_logps, rtol=1e-5, atol=1e-5)
+    for n in ref_grads:
+        torch.testing.assert_close(grads[n], ref_grads[n], rtol=1e-4, atol=1e-6, msg=n)
+    layers, heads, kv_heads = plain.config.num_hidden_layers, plain.config.num_attention_heads, plain.config.num_key_value_heads
+    # transformers: a float copy of the mask in every layer, keys and values repeated to every query head
+    assert ref_saved["mask"] == layers and ref_saved[f"{heads} heads"] == 4 * layers and ref_saved[f"{kv_heads} heads"] == 0
+    # preftune: one float mask for all layers; per layer q and the output with all heads, k and v with their own heads
+    assert saved["mask"] == 1 and saved[f"{heads} heads"] == 2 * layers and saved[f"{kv_heads} heads"] == 2 * layers
+    with torch.no_grad():  # a call with another mask (generation's) runs transformers' SDPA
+        ids = torch.tensor([pairs[0].prompt])
+        torch.testing.assert_close(ours(ids).logits, plain(ids).logits)
