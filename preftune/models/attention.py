@@ -110,7 +110,7 @@ def segment_attention_forward(module: torch.nn.Module, query: torch.Tensor, key:
                               **kwargs: Any) -> tuple[torch.Tensor, None]:
     """transformers' attention interface: (B, H, L, D) queries, keys, values -> (B, L, H, D). With the active plan's
     mask, each segment's tokens attend among themselves only; otherwise plain SDPA."""
-    from transformers.integrations.sdpa_attention import repeat_kv, sdpa_attention_forward
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
     plan = _plan[0]
     if plan is None or attention_mask is not plan.source:
@@ -121,15 +121,23 @@ def segment_attention_forward(module: torch.nn.Module, query: torch.Tensor, key:
         return t.transpose(1, 2).reshape(rows * length, t.shape[1], dim)[plan.gather].transpose(1, 2)
 
     q, k, v = pick(query), pick(key), pick(value)
-    groups = heads // key.shape[1]
-    gqa = groups > 1 and query.device.type == "cpu"
-    if groups > 1 and not gqa:
-        k, v = repeat_kv(k, groups), repeat_kv(v, groups)
+    k, v, gqa = grouped_kv(q, k, v)
     out = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=plan.mask, dropout_p=dropout if module.training else 0.0,
                                                            scale=scaling, enable_gqa=gqa)
     out = out.transpose(1, 2).reshape(-1, heads, dim)[plan.src]  # (tokens, H, D)
     full = out.new_zeros(rows * length, heads, dim).index_copy(0, plan.dest, out)
     return full.view(rows, length, heads, dim), None
+
+
+def grouped_kv(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, bool]:
+    """Keys and values for a masked SDPA call, and whether to pass `enable_gqa`: on CPU the KV heads as they are (GQA),
+    elsewhere repeated to every query head (CUDA's fused kernels take no masked GQA: they would fall back to math)."""
+    from transformers.integrations.sdpa_attention import repeat_kv
+
+    groups = query.shape[1] // key.shape[1]
+    if groups > 1 and query.device.type != "cpu":
+        return repeat_kv(key, groups), repeat_kv(value, groups), False
+    return key, value, groups > 1
 
 
 def use_layout_mask(mask: torch.Tensor) -> None:
@@ -152,14 +160,11 @@ def layout_sdpa_forward(module: torch.nn.Module, query: torch.Tensor, key: torch
     """transformers' attention interface for `model.attention: sdpa`: (B, H, L, D) queries, keys, values -> (B, L, H, D).
     With the active layout mask: SDPA with its shared additive copy and, on CPU, grouped-query attention without
     repeated keys and values; any other call (generation, other masks) runs transformers' SDPA."""
-    from transformers.integrations.sdpa_attention import repeat_kv, sdpa_attention_forward
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
     if attention_mask is None or attention_mask is not _layout[0] or kwargs.get("position_bias") is not None:
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs)
-    groups = query.shape[1] // key.shape[1]
-    gqa = groups > 1 and query.device.type == "cpu"  # CUDA's fused kernels take no masked GQA: they would fall back to math
-    if groups > 1 and not gqa:
-        key, value = repeat_kv(key, groups), repeat_kv(value, groups)
+    key, value, gqa = grouped_kv(query, key, value)
     out = torch.nn.functional.scaled_dot_product_attention(query, key, value, attn_mask=additive_mask(attention_mask, query.dtype),
                                                            dropout_p=dropout if module.training else 0.0, scale=scaling, enable_gqa=gqa)
     return out.transpose(1, 2).contiguous(), None
