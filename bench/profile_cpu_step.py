@@ -36,7 +36,7 @@ from compare_trl import MAX_LENGTH, MODEL, write_pairs  # noqa: E402
 PARTS = ("linear", "lm_head", "attention", "norms", "elementwise", "optimizer", "host")
 MATMUL = {"aten::mm", "aten::addmm", "aten::bmm", "aten::matmul", "aten::linear", "aten::baddbmm", "aten::addmv", "aten::mv"}
 ATTENTION = re.compile(r"scaled_dot_product|flash_attention|efficient_attention|_sdpa|flex_attention")
-NORM_NODES = re.compile(r"(Pow|Rsqrt|Mean)Backward")
+NORM_NODES = re.compile(r"(Pow|Rsqrt|Mean|RMSNorm)Backward")  # RMSNormBackward: train.fused_norm's node
 
 
 def classify(event: Any, vocab: int) -> str:

@@ -205,6 +205,9 @@ class TrainConfig(Section):
         "third more compute); selective keeps the matrix products and attention outputs and recomputes the cheap elementwise and norm ops")
     fused_mlp: bool = Field(True, description="gated (SwiGLU) MLPs keep only their gate and up projections for the backward pass and "
                             "recompute the SiLU there: one intermediate-sized tensor less per layer and token, same gradients")
+    fused_norm: bool = Field(True, description="RMSNorm layers keep their input and its per-token scale for the backward pass and "
+                             "recompute the normalized input there: when the norm weights train (full fine-tuning), one hidden-sized "
+                             "tensor less per norm and token, same gradients")
     host_mmap_threshold_kib: int | None = Field(None, ge=4, description="Linux/glibc: CPU tensors above this size get their own memory "
                                                 "mapping, returned to the system when freed (glibc otherwise keeps freed activations in its "
                                                 "heap). 128 cut the HH LoRA run's peak RSS to 0.64x but ran 1.8x slower (page faults on every "

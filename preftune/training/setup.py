@@ -27,6 +27,7 @@ from ..errors import ConfigError, PreftuneError
 from ..run_files import check_writable
 from ..models.checkpointing import enable_checkpointing
 from ..models.fused_mlp import fuse_mlps
+from ..models.fused_norm import fuse_norms
 from ..models.compiling import compile_layers
 from ..models.loading import add_lora, check_same_vocabulary, is_peft, load_model, load_tokenizer
 from ..models.logprobs import LogpsModel
@@ -468,6 +469,8 @@ def setup_run(cfg: RunConfig, model: torch.nn.Module | None = None, tokenizer: A
     policy = policy.to(accelerator.device)
     if cfg.train.fused_mlp:
         fuse_mlps(policy)
+    if cfg.train.fused_norm:
+        fuse_norms(policy)
     if cfg.train.gradient_checkpointing:
         enable_checkpointing(policy, cfg.train.gradient_checkpointing)
     continuing = cfg.model.lora.adapter_path is not None or (model is not None and is_peft(model))
