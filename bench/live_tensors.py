@@ -77,6 +77,10 @@ def main() -> None:
         from preftune.models.fused_mlp import fuse_mlps
 
         fuse_mlps(model)
+    if getattr(cfg.train, "fused_norm", False):  # likewise for train.fused_norm
+        from preftune.models.fused_norm import fuse_norms
+
+        fuse_norms(model)
     tokenizer = load_tokenizer(resolve_model_path(MODEL))
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "pairs.jsonl"
