@@ -1,7 +1,7 @@
 """Peak memory of a realistic LoRA run on the CPU: the embedded SmolLM2-135M-Instruct, LoRA r=16 on all linear layers,
 8 pairs a step, the default max_length 1024, on the HH-RLHF harmless train file (long dialogues give rows of up to
 ~1,500 tokens), for the first --steps steps with seed 0; once per variant (activation checkpointing off, with glibc's
-default mmap threshold, selective, whole layers; attention per pair segment with and without selective checkpointing), each in its own process (its
+mmap threshold fixed at 128 KiB, selective, whole layers; attention per pair segment with and without selective checkpointing), each in its own process (its
 peak RSS is its own), one after the other.
 
     python bench/peak_memory_hh.py                 # every variant below, 6 steps each
@@ -25,7 +25,7 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 DATA = HERE.parent.parent / "shared" / "data" / "hh-rlhf-harmless" / "train.jsonl"
 VARIANTS = {"off": ["train.gradient_checkpointing=false"],
-            "glibc_default": ["train.gradient_checkpointing=false", "train.host_mmap_threshold_kib=null"],  # heap keeps freed tensors
+            "mmap128": ["train.gradient_checkpointing=false", "train.host_mmap_threshold_kib=128"],  # large tensors mmapped, returned when freed
             "selective": ["train.gradient_checkpointing=selective"],
             "whole_layers": ["train.gradient_checkpointing=true"],
             "segments": ["model.attention=segments", "train.gradient_checkpointing=false"],  # attention per pair segment

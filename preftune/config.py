@@ -210,7 +210,7 @@ class TrainConfig(Section):
                              "tensor less per norm and token, same gradients")
     host_mmap_threshold_kib: int | None = Field(None, ge=4, description="Linux/glibc: CPU tensors above this size get their own memory "
                                                 "mapping, returned to the system when freed (glibc otherwise keeps freed activations in its "
-                                                "heap). 128 cut the HH LoRA run's peak RSS to 0.64x but ran 1.8x slower (page faults on every "
+                                                "heap). 128 cut the HH LoRA run's peak RSS to 0.59x at 0.61x the speed (page faults on every "
                                                 "large tensor; bench/results/peak_memory_hh.md); null: glibc's default")
     optimizer_impl: Literal["auto", "fused", "foreach"] = Field(
         "auto", description="AdamW kernel: fused (one kernel over all parameters), foreach, or auto (fused where torch has it for the parameters)")
