@@ -4,9 +4,9 @@ SiLU there: one 1,536-wide tensor less per layer and token on SmolLM2-135M than 
 
 from __future__ import annotations
 
-import types
-
 import torch
+
+from .fusing import fuse_modules
 
 
 class SwiGLU(torch.autograd.Function):
@@ -47,10 +47,4 @@ def is_swiglu_mlp(module: torch.nn.Module) -> bool:
 def fuse_mlps(model: torch.nn.Module) -> int:
     """Run every SwiGLU MLP of `model` through `swiglu` (works before or after peft wraps its projections); returns how
     many were changed. Models without such MLPs are left alone."""
-    n = 0
-    for module in model.modules():
-        if is_swiglu_mlp(module) and not getattr(module, "_preftune_fused", False):
-            module.forward = types.MethodType(_fused_forward, module)
-            module._preftune_fused = True
-            n += 1
-    return n
+    return fuse_modules(model, is_swiglu_mlp, _fused_forward)

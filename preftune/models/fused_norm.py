@@ -5,9 +5,9 @@ norm and token less, same gradients."""
 
 from __future__ import annotations
 
-import types
-
 import torch
+
+from .fusing import fuse_modules
 
 
 def _wide(x: torch.Tensor) -> torch.Tensor:
@@ -72,10 +72,4 @@ def is_rms_norm(module: torch.nn.Module) -> bool:
 
 def fuse_norms(model: torch.nn.Module) -> int:
     """Run every RMSNorm of `model` through `rms_norm`; returns how many were changed. Other norms are left alone."""
-    n = 0
-    for module in model.modules():
-        if not getattr(module, "_preftune_fused", False) and is_rms_norm(module):
-            module.forward = types.MethodType(_fused_forward, module)
-            module._preftune_fused = True
-            n += 1
-    return n
+    return fuse_modules(model, is_rms_norm, _fused_forward)

@@ -11,6 +11,7 @@ from transformers import AutoModelForCausalLM
 
 from preftune.data.batch import collate
 from preftune.models.fused_mlp import fuse_mlps, swiglu
+from preftune.models.fusing import FUSED
 from preftune.models.logprobs import sequence_logps
 
 from ..training.helpers import TOY
@@ -87,5 +88,5 @@ def test_training_fuses_the_mlps_as_configured(setting: bool, tiny_model_dir: Pa
     preftune.train({"train": {"max_steps": 1, "batch_size": 4, "fused_mlp": setting}, "data": {"eval_fraction": 0}, "report": False},
                    model=model, tokenizer=smol_tokenizer, train_data=TOY, output_dir=None, progress=False)
     mlps = [layer.mlp for layer in model.model.layers]
-    assert [getattr(m, "_preftune_fused", False) for m in mlps] == [setting] * len(mlps)
+    assert [getattr(m, FUSED, False) for m in mlps] == [setting] * len(mlps)
     assert ("forward" in vars(mlps[0])) == setting  # an instance forward replaces the class's only when fused

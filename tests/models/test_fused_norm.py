@@ -12,6 +12,7 @@ from transformers.models.llama.modeling_llama import LlamaRMSNorm
 
 from preftune.data.batch import collate
 from preftune.models.fused_norm import fuse_norms, is_rms_norm, rms_norm
+from preftune.models.fusing import FUSED
 from preftune.models.logprobs import sequence_logps
 
 from ..training.helpers import TOY
@@ -120,4 +121,4 @@ def test_training_fuses_the_norms_as_configured(setting: bool, tiny_model_dir: P
                    model=model, tokenizer=smol_tokenizer, train_data=TOY, output_dir=None, progress=False)
     norms = [m for m in model.modules() if type(m).__name__ == "LlamaRMSNorm"]
     assert len(norms) == 2 * len(model.model.layers) + 1
-    assert [getattr(m, "_preftune_fused", False) for m in norms] == [setting] * len(norms)
+    assert [getattr(m, FUSED, False) for m in norms] == [setting] * len(norms)
