@@ -11,7 +11,10 @@ from typing import Any
 
 
 class GracefulInterrupt:
-    """Context manager that turns the first SIGINT into a flag (`requested`) and the second into an immediate exit (130)."""
+    """Context manager that turns the first SIGINT into a flag (`requested`) and the second into an immediate exit (130).
+
+    A SIGINT the process was started to ignore (`nohup`, some CI runners) stays ignored; on exit the handler found on
+    entry is put back, whatever it was."""
 
     def __init__(self) -> None:
         self.requested = False
@@ -28,7 +31,7 @@ class GracefulInterrupt:
         sys.stderr.flush()
 
     def __enter__(self) -> "GracefulInterrupt":
-        if threading.current_thread() is threading.main_thread():
+        if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
             self._previous = signal.signal(signal.SIGINT, self._handle)
             self._installed = True
         return self

@@ -30,8 +30,15 @@ def env() -> dict[str, str]:
     return {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
 
 
+def interruptible() -> None:
+    """In the child before exec: SIGINT back to its default, so a run can be interrupted even when this test process was
+    started with SIGINT ignored (nohup), which children would otherwise inherit."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def start(config: Path, log: Path) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "preftune.cli", "train", str(config)], stdout=log.open("ab"), stderr=subprocess.STDOUT, env=env())
+    return subprocess.Popen([sys.executable, "-m", "preftune.cli", "train", str(config)], stdout=log.open("ab"),
+                            stderr=subprocess.STDOUT, env=env(), preexec_fn=interruptible)
 
 
 def train_steps_logged(out: Path) -> int:

@@ -44,18 +44,57 @@ def test_first_interrupt_checkpoints_and_resume_matches(tmp_path: Path, tiny_mod
 
 
 def test_second_interrupt_exits_at_once(monkeypatch) -> None:
-    """Real SIGINTs to this process inside the handler's scope: the first only sets the flag, the second calls os._exit(130)."""
+    """Real SIGINTs to this process inside the handler's scope: the first only sets the flag, the second calls os._exit(130);
+    the handler found on entry (here Python's default, set by the test whatever the runner inherited) is put back."""
     import os
 
     import preftune.training.interrupt as interrupt
 
     exits: list[int] = []
     monkeypatch.setattr(interrupt.os, "_exit", exits.append)
-    with interrupt.GracefulInterrupt() as guard:
-        os.kill(os.getpid(), signal.SIGINT)
-        time.sleep(0.05)
-        assert guard.requested and exits == []
-        os.kill(os.getpid(), signal.SIGINT)
-        time.sleep(0.05)
-        assert exits == [130]
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the previous handler is back
+    found = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with interrupt.GracefulInterrupt() as guard:
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.05)
+            assert guard.requested and exits == []
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.05)
+            assert exits == [130]
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    finally:
+        signal.signal(signal.SIGINT, found)
+
+
+def test_an_ignored_sigint_stays_ignored_and_is_restored() -> None:
+    """Started under nohup (SIGINT ignored), preftune installs nothing: an interrupt neither stops the run nor is lost
+    on exit, and the ignored disposition is what remains."""
+    import os
+
+    from preftune.training.interrupt import GracefulInterrupt
+
+    found = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        with GracefulInterrupt() as guard:
+            assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.05)
+            assert not guard.requested
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, found)
+
+
+def test_a_custom_handler_is_restored_exactly() -> None:
+    from preftune.training.interrupt import GracefulInterrupt
+
+    def mine(signum, frame) -> None:  # pragma: no cover - never called
+        pass
+
+    found = signal.signal(signal.SIGINT, mine)
+    try:
+        with GracefulInterrupt():
+            assert signal.getsignal(signal.SIGINT) is not mine
+        assert signal.getsignal(signal.SIGINT) is mine
+    finally:
+        signal.signal(signal.SIGINT, found)

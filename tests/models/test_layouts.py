@@ -94,7 +94,7 @@ def test_flex_attention_gives_the_sdpa_log_probs(layout: str, tiny_model_dir, sm
     torch.testing.assert_close(out["flex_attention"], out["sdpa"], rtol=1e-5, atol=1e-4)
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="FlexAttention has no backward pass on CPU; checked on a CUDA GPU")
+@pytest.mark.cuda  # FlexAttention has no backward pass on CPU
 def test_flex_attention_gives_the_sdpa_gradients_on_gpu(tiny_model_dir, smol_tokenizer) -> None:
     pairs = hh_pairs(smol_tokenizer, 6)
     batch = collate("packed", pairs, range(len(pairs)), smol_tokenizer.pad_token_id, row_tokens=700).to("cuda")

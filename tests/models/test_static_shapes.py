@@ -68,7 +68,7 @@ def test_cuda_graphs_need_static_shapes(tmp_path, tiny_model_dir) -> None:
     load_config(None, [f"model.name_or_path={tiny_model_dir}", "train.compile=true", "train.static_shapes=true", "train.compile_mode=reduce-overhead"])
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a CUDA GPU")
+@pytest.mark.cuda
 def test_cuda_graph_steps_equal_eager_steps_on_gpu(tmp_path, tiny_model_dir) -> None:
     from preftune.training.run import train
 

@@ -39,7 +39,7 @@ def test_an_empty_accumulator_reduces_to_nothing() -> None:
     assert MetricAccumulator().reduce(None) == {}
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="host-device synchronization exists only with a CUDA device")
+@pytest.mark.cuda
 def test_a_micro_batch_never_waits_on_the_gpu(tiny_model_dir, smol_tokenizer) -> None:
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32, attn_implementation="sdpa").cuda()
     pairs = hh_pairs(smol_tokenizer, 6)
