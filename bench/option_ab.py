@@ -22,10 +22,7 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from compare_trl import PRE, launch, model_params, matmul_flops, summarize, tokens_per_pair, write_pairs  # noqa: E402
-
-
-def stats(values: list[float]) -> dict[str, float]:
-    return {"min": min(values), "median": statistics.median(values), "max": max(values)}
+from protocol import provenance, spread  # noqa: E402
 
 
 def main() -> None:
@@ -48,8 +45,9 @@ def main() -> None:
     label = {"off": args.off if args.option else f"tree {args.off_tree or '.'}", "on": args.on if args.option else f"tree {args.on_tree or '.'}"}
     machine = matmul_flops()
     params = model_params()
-    result: dict[str, Any] = {"command": "python bench/option_ab.py " + " ".join(sys.argv[1:]), "option": args.option, "sides": label,
-                              "matmul_gflops": machine / 1e9, "modes": {}}
+    command = "python bench/option_ab.py " + " ".join(sys.argv[1:])
+    result: dict[str, Any] = {"protocol": provenance(command, rounds=args.rounds, timed_steps=args.steps - args.warmup, matmul_gflops=machine / 1e9),
+                              "command": command, "option": args.option, "sides": label, "matmul_gflops": machine / 1e9, "modes": {}}
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         for mode in args.modes.split(","):
@@ -69,7 +67,7 @@ def main() -> None:
                           f"peak RSS {run['peak_rss_mib']:.0f} MiB, first loss {run['first_loss']:.6f}", flush=True)
             ratios = [b["pairs_per_s"] / a["pairs_per_s"] for a, b in zip(runs["off"], runs["on"], strict=True)]
             result["modes"][mode] = {
-                side: {"pairs_per_s": stats([x["pairs_per_s"] for x in v]), "peak_rss_mib": stats([x["peak_rss_mib"] for x in v]),
+                side: {"pairs_per_s": spread([x["pairs_per_s"] for x in v]), "peak_rss_mib": spread([x["peak_rss_mib"] for x in v]),
                        "first_loss": v[0]["first_loss"], "first_logps_chosen": v[0]["first_logps_chosen"]} for side, v in runs.items()}
             result["modes"][mode]["speed_ratio_by_round"] = ratios
             result["modes"][mode]["rss_ratio"] = (statistics.median(x["peak_rss_mib"] for x in runs["on"])
@@ -78,7 +76,9 @@ def main() -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / f"{name}.json").write_text(json.dumps(result, indent=1) + "\n")
-    lines = [f"`{result['command']}`; float32 matmul {result['matmul_gflops']:.1f} GFLOP/s; {args.rounds} rounds, {args.steps} steps "
+    proto = result["protocol"]
+    lines = [f"`{result['command']}` at {proto['commit']} on {proto['date']}; {proto['machine']['cpu']}, {proto['machine']['cores']} cores, "
+             f"torch {proto['machine']['torch']}; float32 matmul {result['matmul_gflops']:.1f} GFLOP/s; {args.rounds} rounds, {args.steps} steps "
              f"({args.warmup} not timed) of {args.batch} pairs.", "",
              f"| mode | {args.option or 'tree'} | pairs/s min / median / max | peak RSS MiB min / median / max | first loss |", "|---|---|---|---|---|"]
     for mode, m in result["modes"].items():
