@@ -35,9 +35,9 @@ MAX_LENGTH = 512
 PRE = {"reference.strategy": "precomputed", "reference.precompute": "upfront"}  # TRL's precompute_ref_log_probs: a pass before step 1
 PREFTUNE_VARIANTS = [{}, PRE]  # defaults: packed layout, chunked LM head, live reference
 # tried too without --quick, to show whether the options help here (the default stays off where they do not)
-PREFTUNE_OPTIONAL = [{**PRE, "train.compile": "true", "train.static_shapes": "true"}, {**PRE, "train.gradient_checkpointing": "true"},
+PREFTUNE_OPTIONAL = [{**PRE, "experimental.compile": "true", "experimental.static_shapes": "true"}, {**PRE, "train.gradient_checkpointing": "true"},
                      {**PRE, "train.gradient_checkpointing": "selective"}, {**PRE, "train.optimizer_impl": "foreach"},
-                     {**PRE, "model.attention": "segments"}]
+                     {**PRE, "experimental.attention": "segments"}]
 
 
 # ---------------------------------------------------------------- shared set-up

@@ -2,7 +2,7 @@
 layout, and forward+backward pairs/s on HH pairs, the packed layout with rows of several sizes (`train.pack_tokens`:
 longer rows mean less padding but more attention computed and masked, since SDPA's dense mask cannot skip the blocks
 between segments) and, with `--attention sdpa,segments`, each attention kernel for the layouts with segments
-(`model.attention: segments` computes no block between two pairs). Alternates configurations (A B C A B C) so drift
+(`experimental.attention: segments` computes no block between two pairs). Alternates configurations (A B C A B C) so drift
 hits all.
 
     python bench/layouts.py [--pairs 32] [--batch 8] [--rounds 2] [--row-tokens 512,1024,2048] [--attention sdpa,segments]

@@ -73,7 +73,7 @@ def main() -> None:
     cfg = load_config(None, over)
     model = load_model(cfg.model)
     model.train()
-    if getattr(cfg.train, "fused_mlp", False):  # as training does (a checkout before train.fused_mlp has none)
+    if getattr(cfg.train, "fused_mlp", False):  # as training on CPU does ("auto" is on there; a checkout before train.fused_mlp has none)
         from preftune.models.fused_mlp import fuse_mlps
 
         fuse_mlps(model)

@@ -28,8 +28,8 @@ VARIANTS = {"off": ["train.gradient_checkpointing=false"],
             "mmap128": ["train.gradient_checkpointing=false", "train.host_mmap_threshold_kib=128"],  # large tensors mmapped, returned when freed
             "selective": ["train.gradient_checkpointing=selective"],
             "whole_layers": ["train.gradient_checkpointing=true"],
-            "segments": ["model.attention=segments", "train.gradient_checkpointing=false"],  # attention per pair segment
-            "segments_selective": ["model.attention=segments", "train.gradient_checkpointing=selective"]}
+            "segments": ["experimental.attention=segments", "train.gradient_checkpointing=false"],  # attention per pair segment
+            "segments_selective": ["experimental.attention=segments", "train.gradient_checkpointing=selective"]}
 CHILD = ("import resource, runpy, sys\n"
          "rss, sys.argv = sys.argv[1], ['preftune', *sys.argv[2:]]\n"
          "try:\n    runpy.run_module('preftune', run_name='__main__')\n"

@@ -1,6 +1,6 @@
 """The whole pipeline on the embedded model, through the Python API: SFT on the HH-RLHF harmless chosen responses,
 then DPO (and, with --kto, KTO) on the HH pairs starting from (and referenced against) the SFT model, against DPO alone
-given the same total training time. Each stage is stopped by a time budget (a callback), set-up and saving included, so both arms spend the
+given the same total training time. Each stage is stopped by a time budget (train.max_time), set-up included, so both arms spend the
 same wall time. Preference accuracy is measured on the 200 HH test pairs, which no stage trains on.
 
     python examples/pipeline_hh.py [--minutes 15] [--sft-share 0.3] [--kto]   # about 2 (3 with --kto) x minutes + 2 minutes per evaluation
@@ -27,23 +27,13 @@ COMMON = {"model": {"name_or_path": "smollm2-135m-instruct", "lora": {"enabled":
           "train": {"batch_size": 8, "max_steps": 5000, "scheduler": "constant", "warmup_ratio": 0.002, "seed": 0}, "report": False}
 
 
-class TimeBudget(preftune.Callback):
-    """Stops the run after the step that ends past the deadline (counted from the run's start, set-up included)."""
-
-    def __init__(self, seconds: float):
-        self.deadline = time.time() + seconds
-
-    def on_step(self, step: int, metrics: dict) -> bool:
-        return time.time() >= self.deadline
-
-
 def config(stage_lr: float, data: dict[str, Any], **extra: Any) -> dict[str, Any]:
     return {**COMMON, **extra, "data": {**DATA, **data}, "train": {**COMMON["train"], "learning_rate": stage_lr}}
 
 
 def run(fn: Any, cfg: dict[str, Any], out: Path, seconds: float) -> dict[str, Any]:
     t0 = time.time()
-    result = fn(cfg, output_dir=out, callbacks=[TimeBudget(seconds)])
+    result = fn(cfg, overrides={"train.max_time": seconds}, output_dir=out)  # stops after the step that ends past the budget
     steps = [h for h in result.history if "loss" in h]
     return {"folder": str(out), "seconds": round(time.time() - t0, 1), "steps": result.steps, "examples": int(sum(h["num_pairs"] for h in steps)),
             "first_loss": steps[0]["loss"], "last_loss": sum(h["loss"] for h in steps[-10:]) / len(steps[-10:])}

@@ -20,11 +20,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    from .config import describe_keys
+    from .config import help_text
 
-    keys = "\n".join("  " + k for k in describe_keys())
     train = sub.add_parser("train", help="train a model on preference pairs", formatter_class=argparse.RawDescriptionHelpFormatter,
-                           description=f"Train from CONFIG.yaml.\n\nConfig keys and defaults:\n{keys}", epilog=TRAIN_EPILOG)
+                           description=f"Train from CONFIG.yaml.\n\n{help_text()}", epilog=TRAIN_EPILOG)
     train.add_argument("config", nargs="?", help="YAML config (defaults when omitted)")
     train.add_argument("overrides", nargs="*", help="KEY=VALUE overrides")
 

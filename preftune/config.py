@@ -31,7 +31,7 @@ class Section(BaseModel):
 class DiagnosticsConfig(Section):
     """Thresholds of the detectors (the `diagnostics` config section)."""
 
-    enabled: bool = True
+    enabled: bool = Field(True, description="watch for the failure modes below, warn once per kind and log diagnostics/<kind>")
     chosen_drop_nats: float = Field(5.0, gt=0, description="chosen log-ratio below −this while margins rise")
     flat_margin_evals: int = Field(3, ge=2, description="held-out evaluations without the margin rising")
     flat_margin_min_delta: float = Field(0.01, ge=0, description="rise of eval/rewards/margins that counts")
@@ -102,21 +102,17 @@ class DataConfig(Section):
 
 class LoraConfig(Section):
     enabled: bool = Field(False, description="train a LoRA adapter instead of all weights")
-    r: int = Field(8, gt=0)
-    alpha: int = Field(16, gt=0)
-    dropout: float = Field(0.0, ge=0, lt=1)
+    r: int = Field(8, gt=0, description="rank of the LoRA matrices")
+    alpha: int = Field(16, gt=0, description="LoRA scaling numerator: the update is scaled by alpha / r")
+    dropout: float = Field(0.0, ge=0, lt=1, description="dropout on the LoRA input")
     target_modules: str | list[str] = Field(default_factory=lambda: ["q_proj", "v_proj"], description="module names, or all-linear")
     adapter_path: str | None = Field(None, description="continue training an existing adapter folder")
 
 
 class ModelConfig(Section):
     name_or_path: str = Field("smollm2-135m-instruct", description="HF folder or hub name, a .gguf file, or smollm2-135m-instruct (embedded)")
-    dtype: Literal["float32", "bfloat16", "float16", "auto"] = "float32"
-    trust_remote_code: bool = False
-    attention: Literal["sdpa", "flex", "segments"] = Field(
-        "sdpa", description="attention kernel: sdpa (dense masks of the layout), segments (SDPA per pair segment: no attention between "
-        "the pairs packed in a row; any device) or flex (FlexAttention, block-sparse masks, CUDA); segments and flex need train.layout "
-        "packed or prefix_shared")
+    dtype: Literal["float32", "bfloat16", "float16", "auto"] = Field("float32", description="dtype of the weights as loaded (auto: the checkpoint's own)")
+    trust_remote_code: bool = Field(False, description="run a model folder's own Python code (transformers' trust_remote_code); off unless you trust it")
     quantize_4bit: bool = Field(False, description="QLoRA: 4-bit base weights (needs bitsandbytes and a GPU)")
     lora: LoraConfig = Field(default_factory=LoraConfig)
 
@@ -178,57 +174,93 @@ class LossConfig(Section):
 
 class TrainConfig(Section):
     batch_size: int = Field(4, ge=1, description="pairs per device per micro-step")
-    grad_accum: int = Field(1, ge=1)
-    learning_rate: float = Field(5e-6, gt=0)
-    weight_decay: float = Field(0.0, ge=0)
-    warmup_ratio: float = Field(0.1, ge=0, lt=1)
-    scheduler: Literal["cosine", "linear", "constant"] = "cosine"
-    max_grad_norm: float | None = Field(1.0, gt=0)
-    epochs: float = Field(1.0, gt=0)
+    grad_accum: int = Field(1, ge=1, description="micro-steps accumulated per optimizer step (effective batch = batch_size × grad_accum × processes)")
+    learning_rate: float = Field(5e-6, gt=0, description="AdamW peak learning rate (LoRA usually wants 1e-4 to 5e-4)")
+    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay")
+    warmup_ratio: float = Field(0.1, ge=0, lt=1, description="share of the steps with a linear warm-up of the learning rate")
+    scheduler: Literal["cosine", "linear", "constant"] = Field("cosine", description="learning-rate decay after warm-up")
+    max_grad_norm: float | None = Field(1.0, gt=0, description="clip the gradient norm to this (null: no clipping)")
+    epochs: float = Field(1.0, gt=0, description="passes over the training pairs (fractions allowed); train.max_steps overrides it")
     max_steps: int | None = Field(None, gt=0, description="optimizer steps; overrides epochs")
-    seed: int = 42
-    deterministic: bool = False
-    shuffle: bool = True
-    mixed_precision: Literal["no", "bf16", "fp16"] = "no"
+    max_time: float | None = Field(None, gt=0, description="wall-time budget in seconds (or a string such as 90s, 15m, 1.5h), counted from "
+                                   "the start of the run, set-up included: the run stops after the step that ends past it and saves as at "
+                                   "its last step (final model, evaluation, summary); the learning-rate schedule still spans the planned steps")
+    seed: int = Field(42, description="seed of data order, initialization and dropout")
+    deterministic: bool = Field(False, description="deterministic kernels (bitwise-repeatable runs on CPU; slower on GPU)")
+    shuffle: bool = Field(True, description="shuffle the order of batches each epoch")
+    mixed_precision: Literal["no", "bf16", "fp16"] = Field("no", description="autocast precision of forward passes (accelerate's mixed_precision)")
     eval_every: int | None = Field(None, gt=0, description="evaluate every N steps (and at the end)")
-    log_every: int = Field(1, ge=1)
-    save_every: int | None = Field(None, gt=0)
-    save_total_limit: int = Field(2, ge=1)
+    log_every: int = Field(1, ge=1, description="write a metrics line every N steps")
+    save_every: int | None = Field(None, gt=0, description="write a checkpoint every N steps (null: none; resume_from needs one)")
+    save_total_limit: int = Field(2, ge=1, description="checkpoints kept; older ones are deleted")
     early_stopping_patience: int | None = Field(None, ge=1, description="evaluations without eval/rewards/margins rising")
-    early_stopping_min_delta: float = Field(0.0, ge=0)
+    early_stopping_min_delta: float = Field(0.0, ge=0, description="rise of eval/rewards/margins that counts as improvement")
     layout: Literal["auto", "padded", "prefix_shared", "packed"] = Field(
         "auto", description="batch layout: padded, prefix_shared (prompt computed once), packed (several pairs a row); auto = packed")
-    pack_tokens: int = Field(512, ge=16, description="most tokens per row in the packed layout (a longer pair gets its own row); longer rows compute more masked attention (bench/layouts.py)")
+    pack_tokens: int = Field(512, ge=16, description="most tokens per row in the packed layout (a longer pair gets its own row); longer rows compute more masked attention")
     logits_chunk: int = Field(1024, ge=1, description="response tokens per LM-head chunk")
     gradient_checkpointing: bool | Literal["selective"] = Field(
         False, description="recompute activations in the backward pass: true recomputes each decoder layer whole (least memory, about a "
         "third more compute); selective keeps the matrix products and attention outputs and recomputes the cheap elementwise and norm ops")
-    fused_mlp: bool = Field(True, description="gated (SwiGLU) MLPs keep only their gate and up projections for the backward pass and "
-                            "recompute the SiLU there: one intermediate-sized tensor less per layer and token, same gradients")
-    fused_norm: bool = Field(True, description="RMSNorm layers keep their input and its per-token scale for the backward pass and "
-                             "recompute the normalized input there: when the norm weights train (full fine-tuning), one hidden-sized "
-                             "tensor less per norm and token, same gradients")
-    host_mmap_threshold_kib: int | None = Field(None, ge=4, description="Linux/glibc: CPU tensors above this size get their own memory "
+    fused_mlp: bool | Literal["auto"] = Field(
+        "auto", description="gated (SwiGLU) MLPs keep only their gate and up projections for the backward pass and recompute the SiLU "
+        "there: one intermediate-sized tensor less per layer and token, same gradients; auto: on when training on CPU, off on GPUs")
+    fused_norm: bool | Literal["auto"] = Field(
+        "auto", description="RMSNorm layers keep their input and its per-token scale for the backward pass and recompute the normalized "
+        "input there: when the norm weights train (full fine-tuning), one hidden-sized tensor less per norm and token, same gradients; "
+        "auto: on when training on CPU, off on GPUs")
+    host_mmap_threshold_kib: int | None = Field(None, ge=4, description="Linux/glibc: CPU tensors above this size (KiB) get their own memory "
                                                 "mapping, returned to the system when freed (glibc otherwise keeps freed activations in its "
-                                                "heap). 128 cut the HH LoRA run's peak RSS to 0.59x at 0.61x the speed (page faults on every "
-                                                "large tensor; bench/results/peak_memory_hh.md); null: glibc's default")
+                                                "heap): a lower peak RSS at the cost of a page fault on every large tensor; null: glibc's default")
     optimizer_impl: Literal["auto", "fused", "foreach"] = Field(
         "auto", description="AdamW kernel: fused (one kernel over all parameters), foreach, or auto (fused where torch has it for the parameters)")
-    static_shapes: bool = Field(False, description="packed rows padded to a multiple of train.pack_tokens, so batches come in a handful "
-                                "of shapes and train.compile compiles each once (the padding is logged as padding_share)")
-    compile: bool = Field(False, description="torch.compile each decoder layer (policy and reference); pays a compile time once per run")
-    compile_backend: str = Field("inductor", description="torch.compile backend with train.compile (inductor; aot_eager to debug)")
-    compile_mode: Literal["default", "reduce-overhead", "max-autotune"] = Field(
-        "default", description="torch.compile mode with train.compile; reduce-overhead captures CUDA graphs on a GPU (needs "
-        "train.static_shapes, so each shape is captured once)")
     merge_adapter: bool = Field(False, description="also save merged weights at the end (LoRA)")
     on_nonfinite: Literal["stop", "skip"] = Field(
         "stop", description="NaN/inf loss or gradient: stop (keeping the last checkpoint) or skip the step (counted, batch named)")
     max_skipped_steps: int = Field(10, ge=0, description="with on_nonfinite: skip, stop after this many skipped steps")
 
+    @field_validator("max_time", mode="before")
+    @classmethod
+    def _seconds(cls, v: Any) -> Any:
+        """'90s', '15m', '1.5h' -> seconds; numbers pass through (seconds)."""
+        if isinstance(v, str):
+            text = v.strip().lower()
+            scale = {"s": 1, "m": 60, "h": 3600}.get(text[-1:], None)
+            try:
+                return float(text[:-1]) * scale if scale else float(text)
+            except ValueError:
+                raise ValueError("must be seconds (a number) or a number with s, m or h, e.g. 900, 15m, 1.5h") from None
+        return v
+
+    def fuses(self, option: Literal["fused_mlp", "fused_norm"], device_type: str) -> bool:
+        """Whether a fused-module option applies on this device: `auto` turns it on for CPU training only, where it was measured."""
+        value = getattr(self, option)
+        return device_type == "cpu" if value == "auto" else bool(value)
+
     def resolved_layout(self) -> str:
-        """The batch layout `auto` stands for: packed, the fastest on CPU (bench/layouts.py)."""
+        """The batch layout `auto` stands for: packed."""
         return "packed" if self.layout == "auto" else self.layout
+
+
+class ExperimentalConfig(Section):
+    """Options that have not won where they were measured, or have not run on the hardware they are for; off by default."""
+
+    attention: Literal["sdpa", "segments", "flex"] = Field(
+        "sdpa", description="attention kernel: sdpa (PyTorch SDPA with the layout's masks), segments (SDPA per pair segment, no attention "
+        "between pairs packed in a row) or flex (FlexAttention with block-sparse masks, CUDA only); segments and flex need train.layout "
+        "packed or prefix_shared")
+    compile: bool = Field(False, description="torch.compile each decoder layer (policy and reference); pays a compile time once per run")
+    static_shapes: bool = Field(False, description="packed rows padded to a multiple of train.pack_tokens, so batches come in a handful "
+                                "of shapes and experimental.compile compiles each once (the padding is logged as padding_share)")
+    compile_backend: str = Field("inductor", description="torch.compile backend with experimental.compile (inductor; aot_eager to debug)")
+    compile_mode: Literal["default", "reduce-overhead", "max-autotune"] = Field(
+        "default", description="torch.compile mode with experimental.compile; reduce-overhead captures CUDA graphs on a GPU (needs "
+        "experimental.static_shapes, so each shape is captured once)")
+
+
+MOVED_KEYS = {"model.attention": "experimental.attention", "train.compile": "experimental.compile",
+              "train.static_shapes": "experimental.static_shapes", "train.compile_backend": "experimental.compile_backend",
+              "train.compile_mode": "experimental.compile_mode"}
 
 
 class GenerationConfig(Section):
@@ -306,11 +338,12 @@ class RunConfig(Section):
     loss: LossConfig = Field(default_factory=LossConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     output_dir: str | None = Field("runs/preftune", description="where the run writes; null trains in memory (no files, no checkpoints)")
-    report_to: list[Literal["tensorboard", "mlflow", "wandb"]] = Field(default_factory=list)
+    report_to: list[Literal["tensorboard", "mlflow", "wandb"]] = Field(default_factory=list, description="experiment trackers that also get the metrics")
     resume_from: str | None = Field(None, description="auto (latest checkpoint in output_dir) or a checkpoint folder")
     report: bool = Field(True, description="write OUTPUT/report.html (and plots/*.png) at the end and at each checkpoint")
     generation: GenerationConfig = Field(default_factory=GenerationConfig)
     iterate: IterateConfig = Field(default_factory=IterateConfig)
+    experimental: ExperimentalConfig = Field(default_factory=ExperimentalConfig)
 
     def data_settings(self, train: Sources | None = None, eval: Sources | None = None) -> DataSettings:
         """The data section's settings for this run's stage (`unpaired` for KTO)."""
@@ -320,16 +353,17 @@ class RunConfig(Section):
 
     @model_validator(mode="after")
     def _compile_mode_fits_shapes(self) -> "RunConfig":
-        if self.train.compile_mode == "reduce-overhead" and not (self.train.compile and self.train.static_shapes):
-            raise ValueError("train.compile_mode reduce-overhead (CUDA graphs) needs train.compile: true and train.static_shapes: true "
+        x = self.experimental
+        if x.compile_mode == "reduce-overhead" and not (x.compile and x.static_shapes):
+            raise ValueError("experimental.compile_mode reduce-overhead (CUDA graphs) needs experimental.compile: true and experimental.static_shapes: true "
                              "(a graph is captured per shape). Fix: set both, or compile_mode: default")
         return self
 
     @model_validator(mode="after")
     def _attention_fits_layout(self) -> "RunConfig":
-        if self.model.attention == "segments" and self.train.resolved_layout() == "padded":
-            raise ValueError("model.attention segments runs attention per pair segment of the packed or prefix_shared layout; "
-                             "train.layout padded has none. Fix: train.layout: packed, or model.attention: sdpa")
+        if self.experimental.attention == "segments" and self.train.resolved_layout() == "padded":
+            raise ValueError("experimental.attention segments runs attention per pair segment of the packed or prefix_shared layout; "
+                             "train.layout padded has none. Fix: train.layout: packed, or experimental.attention: sdpa")
         return self
 
     @model_validator(mode="after")
@@ -416,6 +450,7 @@ def load_config(path: str | Path | dict[str, Any] | RunConfig | None, overrides:
             raise ConfigError(f"{path}: the top level must be a mapping of sections (model, data, loss, train, ...), found a {type(loaded).__name__}.")
         data = loaded
     data = apply_overrides(data, overrides or [])
+    moved_keys(data, where)
     try:
         cfg = RunConfig.model_validate(data)
     except ValidationError as e:
@@ -423,6 +458,15 @@ def load_config(path: str | Path | dict[str, Any] | RunConfig | None, overrides:
     for warning in config_warnings(cfg.loss.resolved_beta(), cfg.train.learning_rate):
         logging.getLogger("preftune.diagnostics").warning("%s: %s", where, warning)
     return cfg
+
+
+def moved_keys(data: dict[str, Any], where: str) -> None:
+    """ConfigError naming each key that now lives under `experimental` and where to write it."""
+    found = [(old, new) for old, new in MOVED_KEYS.items()
+             if isinstance(data.get(old.split(".")[0]), dict) and old.split(".")[1] in data[old.split(".")[0]]]
+    if found:
+        lines = [f"  - {old} is now {new}. Fix: write {new}: {data[old.split('.')[0]][old.split('.')[1]]!r}" for old, new in found]
+        raise ConfigError(f"{where}: options moved to the experimental section:\n" + "\n".join(lines))
 
 
 def format_validation_error(e: ValidationError, where: str, data: dict[str, Any]) -> str:
@@ -466,8 +510,30 @@ def _section_for(loc: tuple[Any, ...]) -> type[BaseModel] | None:
     return model
 
 
+COMMON_KEYS = ("model.name_or_path", "model.lora.enabled", "model.lora.r", "model.lora.target_modules", "data.train", "data.eval",
+               "loss.name", "loss.beta", "loss.params", "train.max_steps", "train.epochs", "train.max_time", "train.learning_rate",
+               "train.batch_size", "train.grad_accum", "train.eval_every", "train.save_every", "output_dir", "resume_from")
+"""The keys users set most, shown first by `preftune train --help` and the configuration reference."""
+
+
+def help_text() -> str:
+    """`preftune train --help`'s key listing: the keys set most, then every key grouped by section (experimental last)."""
+    lines = describe_keys()
+    by_key = {line.split(" = ", 1)[0]: line for line in lines}
+    out = ["The keys set most:", *("  " + by_key[k] for k in COMMON_KEYS), "", "Every key, by section:"]
+    section = None
+    for line in lines:
+        key = line.split(" = ", 1)[0]
+        here = key.rsplit(".", 1)[0] if "." in key else "(top level)"
+        if here != section:
+            out.append(f"[{here}]")
+            section = here
+        out.append("  " + line)
+    return "\n".join(out)
+
+
 def describe_keys(model: type[BaseModel] = RunConfig, prefix: str = "") -> list[str]:
-    """Every key with its default and description, for `preftune train --help`."""
+    """Every key with its default and description, in definition order."""
     out: list[str] = []
     for name, field in model.model_fields.items():
         key = f"{prefix}{name}"

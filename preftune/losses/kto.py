@@ -12,6 +12,8 @@ PAPER = "Ethayarajh et al. 2024, KTO: Model Alignment as Prospect Theoretic Opti
 PARAMS: dict[str, float] = {"desirable_weight": 1.0, "undesirable_weight": 1.0}  # λ_D, λ_U: TRL's KTOConfig defaults
 DOMAINS = {"desirable_weight": "(0, inf)", "undesirable_weight": "(0, inf)"}
 DEFAULT_BETA = 0.1
+FORMULA = ("λ_D (1 − σ(β (r − z₀))) for a desirable example, λ_U (1 − σ(β (z₀ − r))) for an undesirable one; r = log πθ(y|x) − log πref(y|x), "
+           "z₀ = max(0, mean log-ratio of the batch's mismatched prompt/completion pairs), detached")
 
 
 @dataclass(frozen=True)

@@ -30,14 +30,14 @@ def dpo(x: PairLogps, beta: float) -> LossOutput:
     return ref_rewards(x, beta, -F.logsigmoid(beta * x.margin))
 
 register("dpo", "Direct Preference Optimization: −log σ(β·h), h the difference of chosen and rejected log-ratios.",
-         "Rafailov et al. 2023, Direct Preference Optimization, eq. 7")(dpo)
+         "Rafailov et al. 2023, Direct Preference Optimization, eq. 7", formula="−log σ(β h)")(dpo)
 
 
 def cdpo(x: PairLogps, beta: float, label_smoothing: float) -> LossOutput:
     return ref_rewards(x, beta, smoothed_sigmoid(beta * x.margin, label_smoothing))
 
 register("cdpo", "Conservative DPO: DPO with label smoothing ε (labels assumed flipped with probability ε).",
-         "Mitchell 2023, A note on DPO with noisy preferences and relationship to IPO", {"label_smoothing": 0.1}, domains={"label_smoothing": "[0, 0.5]"})(cdpo)
+         "Mitchell 2023, A note on DPO with noisy preferences and relationship to IPO", {"label_smoothing": 0.1}, domains={"label_smoothing": "[0, 0.5]"}, formula="−(1−ε) log σ(β h) − ε log σ(−β h)")(cdpo)
 
 
 def robust(x: PairLogps, beta: float, label_smoothing: float) -> LossOutput:
@@ -46,7 +46,7 @@ def robust(x: PairLogps, beta: float, label_smoothing: float) -> LossOutput:
     return ref_rewards(x, beta, losses)
 
 register("robust", "Robust DPO: unbiased loss under preference noise rate ε, ε in [0, 0.5).",
-         "Chowdhury et al. 2024, Provably Robust DPO, eq. 7", {"label_smoothing": 0.1}, domains={"label_smoothing": "[0, 0.5)"})(robust)
+         "Chowdhury et al. 2024, Provably Robust DPO, eq. 7", {"label_smoothing": 0.1}, domains={"label_smoothing": "[0, 0.5)"}, formula="[−(1−ε) log σ(β h) + ε log σ(−β h)] / (1 − 2ε)")(robust)
 
 
 def ipo(x: PairLogps, beta: float, normalize: str) -> LossOutput:
@@ -56,14 +56,14 @@ def ipo(x: PairLogps, beta: float, normalize: str) -> LossOutput:
 
 register("ipo", "Identity Preference Optimization: (h − 1/(2β))²; h per-token averaged by default (TRL), or summed (paper).",
          "Azar et al. 2023, A General Theoretical Paradigm to Understand Learning from Human Preferences, eq. 17",
-         {"normalize": "tokens"}, domains={"normalize": "tokens|sum"})(ipo)
+         {"normalize": "tokens"}, domains={"normalize": "tokens|sum"}, formula="(h′ − 1/(2β))², h′ = r_w/ℓ_w − r_l/ℓ_l (normalize: tokens) or h (normalize: sum)")(ipo)
 
 
 def hinge(x: PairLogps, beta: float) -> LossOutput:
     return ref_rewards(x, beta, torch.relu(1 - beta * x.margin))
 
 register("hinge", "SLiC / RSO hinge loss: max(0, 1 − β·h).",
-         "Zhao et al. 2023 (SLiC-HF); Liu et al. 2024 (RSO), eq. 7")(hinge)
+         "Zhao et al. 2023 (SLiC-HF); Liu et al. 2024 (RSO), eq. 7", formula="max(0, 1 − β h)")(hinge)
 
 
 def dpop(x: PairLogps, beta: float, lambda_: float) -> LossOutput:
@@ -71,7 +71,7 @@ def dpop(x: PairLogps, beta: float, lambda_: float) -> LossOutput:
     return ref_rewards(x, beta, -F.logsigmoid(beta * (x.margin - lambda_ * penalty)))
 
 register("dpop", "DPO-Positive: −log σ(β·(h − λ·max(0, log πref(y_w) − log πθ(y_w)))), so the chosen likelihood cannot fall for free.",
-         "Pal et al. 2024, Smaug: Fixing Failure Modes of Preference Optimisation with DPO-Positive, eq. 3", {"lambda_": 50.0}, domains={"lambda_": "[0, inf)"})(dpop)
+         "Pal et al. 2024, Smaug: Fixing Failure Modes of Preference Optimisation with DPO-Positive, eq. 3", {"lambda_": 50.0}, domains={"lambda_": "[0, inf)"}, formula="−log σ(β (h − λ max(0, log πref(y_w) − log πθ(y_w))))")(dpop)
 
 
 def rpo(x: PairLogps, beta: float, alpha: float) -> LossOutput:
@@ -79,14 +79,14 @@ def rpo(x: PairLogps, beta: float, alpha: float) -> LossOutput:
     return ref_rewards(x, beta, -F.logsigmoid(beta * x.margin) + alpha * nll)
 
 register("rpo", "DPO plus α·NLL of the chosen response (per-token average), as in iterative RPO.",
-         "Pang et al. 2024, Iterative Reasoning Preference Optimization, eq. 1", {"alpha": 1.0}, domains={"alpha": "[0, inf)"})(rpo)
+         "Pang et al. 2024, Iterative Reasoning Preference Optimization, eq. 1", {"alpha": 1.0}, domains={"alpha": "[0, inf)"}, formula="−log σ(β h) − α avg_w")(rpo)
 
 
 def sft(x: PairLogps, beta: float) -> LossOutput:
     return ref_rewards(x, beta, -x.policy_chosen / x.chosen_lengths)
 
 register("sft", "Supervised term: NLL of the chosen response, per-token average (for weighted sums with another loss).",
-         "Standard maximum likelihood; used as the NLL term of RPO / MPO")(sft)
+         "Standard maximum likelihood; used as the NLL term of RPO / MPO", formula="−avg_w")(sft)
 
 
 def bco_pair(x: PairLogps, beta: float) -> LossOutput:
@@ -94,7 +94,7 @@ def bco_pair(x: PairLogps, beta: float) -> LossOutput:
     return ref_rewards(x, beta, losses)
 
 register("bco_pair", "Binary classifier optimization on pairs: −log σ(β·r_w) − log σ(−β·r_l) (TRL 1.16 form, no running mean).",
-         "Jung et al. 2024, Binary Classifier Optimization for LLM Alignment")(bco_pair)
+         "Jung et al. 2024, Binary Classifier Optimization for LLM Alignment", formula="−log σ(β r_w) − log σ(−β r_l)")(bco_pair)
 
 
 def exo_pair(x: PairLogps, beta: float, label_smoothing: float) -> LossOutput:
@@ -104,7 +104,7 @@ def exo_pair(x: PairLogps, beta: float, label_smoothing: float) -> LossOutput:
     return ref_rewards(x, beta, losses)
 
 register("exo_pair", "Efficient exact optimization (EXO-pref), reverse KL to label-smoothed preferences with ε.",
-         "Ji et al. 2024, Towards Efficient Exact Optimization of Language Model Alignment, eq. 16", {"label_smoothing": 1e-3}, domains={"label_smoothing": "(0, 1)"})(exo_pair)
+         "Ji et al. 2024, Towards Efficient Exact Optimization of Language Model Alignment, eq. 16", {"label_smoothing": 1e-3}, domains={"label_smoothing": "(0, 1)"}, formula="σ(βh) (log σ(βh) − log(1−ε)) + σ(−βh) (log σ(−βh) − log ε)")(exo_pair)
 
 
 def nca_pair(x: PairLogps, beta: float) -> LossOutput:
@@ -112,7 +112,7 @@ def nca_pair(x: PairLogps, beta: float) -> LossOutput:
     return ref_rewards(x, beta, -F.logsigmoid(rw) - 0.5 * F.logsigmoid(-rw) - 0.5 * F.logsigmoid(-rl))
 
 register("nca_pair", "Noise contrastive alignment on pairs: −log σ(r_w) − ½log σ(−r_w) − ½log σ(−r_l).",
-         "Chen et al. 2024, Noise Contrastive Alignment of Language Models with Explicit Rewards, eq. 11")(nca_pair)
+         "Chen et al. 2024, Noise Contrastive Alignment of Language Models with Explicit Rewards, eq. 11", formula="−log σ(β r_w) − ½ log σ(−β r_w) − ½ log σ(−β r_l)")(nca_pair)
 
 
 def sppo_hard(x: PairLogps, beta: float) -> LossOutput:
@@ -120,7 +120,7 @@ def sppo_hard(x: PairLogps, beta: float) -> LossOutput:
     return ref_rewards(x, beta, losses)
 
 register("sppo_hard", "Self-play preference optimization, hard labels: (log-ratio_w − 1/(2β))² + (log-ratio_l + 1/(2β))².",
-         "Wu et al. 2024, Self-Play Preference Optimization for Language Model Alignment, eq. 4.7")(sppo_hard)
+         "Wu et al. 2024, Self-Play Preference Optimization for Language Model Alignment, eq. 4.7", formula="(r_w − 1/(2β))² + (r_l + 1/(2β))²")(sppo_hard)
 
 
 def apo_zero(x: PairLogps, beta: float) -> LossOutput:
@@ -128,7 +128,7 @@ def apo_zero(x: PairLogps, beta: float) -> LossOutput:
     return ref_rewards(x, beta, losses)
 
 register("apo_zero", "Anchored preference optimization (zero): raise chosen, lower rejected likelihood.",
-         "D'Oosterlinck et al. 2024, Anchored Preference Optimization and Contrastive Revisions, eq. 7")(apo_zero)
+         "D'Oosterlinck et al. 2024, Anchored Preference Optimization and Contrastive Revisions, eq. 7", formula="1 − σ(β r_w) + σ(β r_l)")(apo_zero)
 
 
 def apo_down(x: PairLogps, beta: float) -> LossOutput:
@@ -136,7 +136,7 @@ def apo_down(x: PairLogps, beta: float) -> LossOutput:
     return ref_rewards(x, beta, losses)
 
 register("apo_down", "Anchored preference optimization (down): lower both, rejected more; for chosen worse than the model's own output.",
-         "D'Oosterlinck et al. 2024, Anchored Preference Optimization and Contrastive Revisions, eq. 8")(apo_down)
+         "D'Oosterlinck et al. 2024, Anchored Preference Optimization and Contrastive Revisions, eq. 8", formula="σ(β r_w) + 1 − σ(β h)")(apo_down)
 
 
 def aot(x: PairLogps, beta: float, label_smoothing: float) -> LossOutput:
@@ -145,7 +145,7 @@ def aot(x: PairLogps, beta: float, label_smoothing: float) -> LossOutput:
     return ref_rewards(x, beta, smoothed_sigmoid(beta * (policy_sorted - ref_sorted), label_smoothing))
 
 register("aot", "Alignment via optimal transport, paired: sorted policy log-odds against sorted reference log-odds (batch-level).",
-         "Melnyk et al. 2024, Distributional Preference Alignment of LLMs via Optimal Transport", {"label_smoothing": 0.0}, domains={"label_smoothing": "[0, 0.5]"})(aot)
+         "Melnyk et al. 2024, Distributional Preference Alignment of LLMs via Optimal Transport", {"label_smoothing": 0.0}, domains={"label_smoothing": "[0, 0.5]"}, formula="−(1−ε) log σ(β d_i) − ε log σ(−β d_i), d = sort(πθ log-odds) − sort(πref log-odds) over the batch")(aot)
 
 
 def aot_pair(x: PairLogps, beta: float, label_smoothing: float) -> LossOutput:
@@ -154,7 +154,7 @@ def aot_pair(x: PairLogps, beta: float, label_smoothing: float) -> LossOutput:
     return ref_rewards(x, beta, smoothed_sigmoid(beta * (chosen_sorted - rejected_sorted), label_smoothing))
 
 register("aot_pair", "Alignment via optimal transport, unpaired form: sorted chosen log-ratios against sorted rejected log-ratios (TRL 1.16 'aot_unpaired').",
-         "Melnyk et al. 2024, Distributional Preference Alignment of LLMs via Optimal Transport", {"label_smoothing": 0.0}, domains={"label_smoothing": "[0, 0.5]"})(aot_pair)
+         "Melnyk et al. 2024, Distributional Preference Alignment of LLMs via Optimal Transport", {"label_smoothing": 0.0}, domains={"label_smoothing": "[0, 0.5]"}, formula="−(1−ε) log σ(β d_i) − ε log σ(−β d_i), d = sort(r_w) − sort(r_l) over the batch")(aot_pair)
 
 
 def discopop(x: PairLogps, beta: float, tau: float) -> LossOutput:
@@ -164,5 +164,5 @@ def discopop(x: PairLogps, beta: float, tau: float) -> LossOutput:
     return ref_rewards(x, beta, losses)
 
 register("discopop", "DiscoPOP: log-ratio-modulated blend of logistic and exponential losses, temperature τ.",
-         "Chan et al. 2024, Discovering Preference Optimization Algorithms with and for Large Language Models, eq. 5", {"tau": 0.05}, domains={"tau": "(0, inf)"})(discopop)
+         "Chan et al. 2024, Discovering Preference Optimization Algorithms with and for Large Language Models, eq. 5", {"tau": 0.05}, domains={"tau": "(0, inf)"}, formula="−log σ(z) (1 − σ(z/τ)) + e^(−z) σ(z/τ), z = β h")(discopop)
 

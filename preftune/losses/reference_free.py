@@ -19,7 +19,7 @@ def simpo(x: PairLogps, beta: float, gamma_beta_ratio: float, label_smoothing: f
 register("simpo", "SimPO: −log σ(β·(avg log πθ(y_w) − avg log πθ(y_l)) − γ), γ = gamma_beta_ratio·β; no reference.",
          "Meng et al. 2024, SimPO: Simple Preference Optimization with a Reference-Free Reward, eq. 6",
          {"gamma_beta_ratio": 0.5, "label_smoothing": 0.0}, uses_reference=False, default_beta=2.0,
-         domains={"gamma_beta_ratio": "[0, inf)", "label_smoothing": "[0, 0.5]"})(simpo)
+         domains={"gamma_beta_ratio": "[0, inf)", "label_smoothing": "[0, 0.5]"}, formula="−(1−ε) log σ(β (avg_w − avg_l) − γ) − ε log σ(−β (avg_w − avg_l) + γ), γ = gamma_beta_ratio · β", reward="avg_logp")(simpo)
 
 
 def log_odds(avg_logp: torch.Tensor) -> torch.Tensor:
@@ -36,5 +36,5 @@ def orpo(x: PairLogps, beta: float, lambda_: float) -> LossOutput:
 
 register("orpo", "ORPO: NLL(chosen) − λ·log σ(log odds(y_w) − log odds(y_l)), odds of per-token average probabilities; no reference.",
          "Hong et al. 2024, ORPO: Monolithic Preference Optimization without Reference Model, eq. 6-7",
-         {"lambda_": 0.1}, uses_reference=False, domains={"lambda_": "[0, inf)"})(orpo)
+         {"lambda_": 0.1}, uses_reference=False, domains={"lambda_": "[0, inf)"}, formula="−avg_w − λ log σ(log odds(avg_w) − log odds(avg_l)), odds(a) = eᵃ / (1 − eᵃ)", reward="avg_logp")(orpo)
 

@@ -25,22 +25,32 @@ class LossSpec:
     uses_reference: bool = True
     default_beta: float = 0.1
     domains: dict[str, str] = field(default_factory=dict)  # each parameter's allowed values: "[0, 0.5)" or "tokens|sum"
+    formula: str = ""  # the per-example loss in the notation of the loss reference (h, r_w, r_l, avg_w, ...)
+    reward: str = "log_ratio"  # implicit reward: log_ratio = β·(log πθ − log πref); avg_logp = β·(mean per-token log πθ), no reference
 
 
 REGISTRY: dict[str, LossSpec] = {}
 
 
+REWARDS = {"log_ratio": "β·(log πθ(y|x) − log πref(y|x)), summed over response tokens",
+           "avg_logp": "β·(mean per-token log πθ(y|x)); no reference"}
+
+
 def register(name: str, description: str, paper: str, params: dict[str, Any] | None = None,
-             uses_reference: bool = True, default_beta: float = 0.1, domains: dict[str, str] | None = None) -> Callable[[LossFn], LossFn]:
+             uses_reference: bool = True, default_beta: float = 0.1, domains: dict[str, str] | None = None,
+             formula: str = "", reward: str = "log_ratio") -> Callable[[LossFn], LossFn]:
     """`register(...)(fn)` adds a loss function `fn(x: PairLogps, beta: float, **params) -> LossOutput` to the registry; `domains`
     gives each parameter's allowed values (an interval such as "[0, 0.5)", or choices such as "tokens|sum")."""
     if set(domains or {}) != set(params or {}):
         raise RuntimeError(f"loss '{name}': every parameter needs a domain")
+    if not formula or reward not in REWARDS:
+        raise RuntimeError(f"loss '{name}': register it with its formula and a reward kind from {list(REWARDS)}")
 
     def add(fn: LossFn) -> LossFn:
         if name in REGISTRY:
             raise RuntimeError(f"loss '{name}' registered twice")
-        REGISTRY[name] = LossSpec(name, fn, description, paper, dict(params or {}), uses_reference, default_beta, dict(domains or {}))
+        REGISTRY[name] = LossSpec(name, fn, description, paper, dict(params or {}), uses_reference, default_beta, dict(domains or {}),
+                                  formula, reward)
         return fn
 
     return add
@@ -70,4 +80,4 @@ def get_spec(name: str) -> LossSpec:
     return REGISTRY[name]
 
 
-__all__ = ["LossSpec", "REGISTRY", "register", "get_spec", "PairLogps", "LossOutput"]
+__all__ = ["LossSpec", "REGISTRY", "REWARDS", "register", "get_spec", "PairLogps", "LossOutput"]

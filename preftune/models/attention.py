@@ -1,6 +1,6 @@
 """Attention kernels for the prefix-shared / packed layouts, whose masks let each token see only its own pair:
-SDPA with the batch's mask (`model.attention: sdpa`), FlexAttention's block-sparse `BlockMask`s (`model.attention:
-flex`, CUDA), and per-segment attention (`model.attention: segments`, any device), which gathers each pair's tokens
+SDPA with the batch's mask (`experimental.attention: sdpa`), FlexAttention's block-sparse `BlockMask`s (`experimental.attention:
+flex`, CUDA), and per-segment attention (`experimental.attention: segments`, any device), which gathers each pair's tokens
 and runs SDPA on them alone, so no (query, key) block of two different pairs is computed.
 
 With a layout's boolean mask, SDPA gets one additive float copy of it shared by every layer (given the boolean mask,
@@ -20,7 +20,7 @@ from ..errors import ConfigError
 
 SEGMENTS = "preftune_segments"
 SDPA = "preftune_sdpa"
-IMPLEMENTATIONS = {"sdpa": SDPA, "flex": "flex_attention", "segments": SEGMENTS}  # model.attention -> transformers' attn_implementation
+IMPLEMENTATIONS = {"sdpa": SDPA, "flex": "flex_attention", "segments": SEGMENTS}  # experimental.attention -> transformers' attn_implementation
 _last: list[Any] = [None, None]  # (segment ids, BlockMask) of the latest batch: the policy and a live reference share it
 _layout: list[Any] = [None, {}]  # the latest batch's boolean mask, and its additive float form by dtype
 
@@ -38,8 +38,8 @@ def flex_block_mask(batch: PreferenceBatch) -> Any:
     from torch.nn.attention.flex_attention import create_block_mask
 
     if "segment" not in batch.extras:
-        raise ConfigError(f"model.attention: flex needs segment ids, which the {batch.layout} layout has none of. "
-                          "Fix: set train.layout: packed (or prefix_shared), or model.attention: sdpa.")
+        raise ConfigError(f"experimental.attention: flex needs segment ids, which the {batch.layout} layout has none of. "
+                          "Fix: set train.layout: packed (or prefix_shared), or experimental.attention: sdpa.")
     segment, part = batch.extras["segment"], batch.extras["part"]
     if _last[0] is segment:
         return _last[1]
@@ -77,8 +77,8 @@ def segment_plan(batch: PreferenceBatch) -> SegmentPlan:
     if current is not None and current.source is batch.attention_mask:
         return current
     if "segment" not in batch.extras:
-        raise ConfigError(f"model.attention: segments needs segment ids, which the {batch.layout} layout has none of. "
-                          "Fix: set train.layout: packed (or prefix_shared), or model.attention: sdpa.")
+        raise ConfigError(f"experimental.attention: segments needs segment ids, which the {batch.layout} layout has none of. "
+                          "Fix: set train.layout: packed (or prefix_shared), or experimental.attention: sdpa.")
     segment = batch.extras["segment"].cpu()
     rows, length = segment.shape
     spans = []  # (row, start, end) of each segment
@@ -157,7 +157,7 @@ def additive_mask(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
 def layout_sdpa_forward(module: torch.nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
                         attention_mask: torch.Tensor | None, dropout: float = 0.0, scaling: float | None = None,
                         **kwargs: Any) -> tuple[torch.Tensor, None]:
-    """transformers' attention interface for `model.attention: sdpa`: (B, H, L, D) queries, keys, values -> (B, L, H, D).
+    """transformers' attention interface for `experimental.attention: sdpa`: (B, H, L, D) queries, keys, values -> (B, L, H, D).
     With the active layout mask: SDPA with its shared additive copy and, on CPU, grouped-query attention without
     repeated keys and values; any other call (generation, other masks) runs transformers' SDPA."""
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
@@ -171,7 +171,7 @@ def layout_sdpa_forward(module: torch.nn.Module, query: torch.Tensor, key: torch
 
 
 def register_attention() -> None:
-    """Make preftune's `model.attention` kernels (sdpa, segments) known to transformers (attention functions, and SDPA's
+    """Make preftune's `experimental.attention` kernels (sdpa, segments) known to transformers (attention functions, and SDPA's
     mask for generation)."""
     from transformers import AttentionInterface
     from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, sdpa_mask

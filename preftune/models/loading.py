@@ -70,14 +70,15 @@ def load_tokenizer(name_or_path: str, trust_remote_code: bool = False) -> Any:
     return tok
 
 
-def load_model(cfg: ModelConfig, name_or_path: str | None = None, trainable: bool = True) -> torch.nn.Module:
-    """The model in the configured dtype; with `trainable` and LoRA enabled, wrapped as a peft model."""
+def load_model(cfg: ModelConfig, name_or_path: str | None = None, trainable: bool = True, attention: str = "sdpa") -> torch.nn.Module:
+    """The model in the configured dtype with the `attention` kernel (experimental.attention); with `trainable` and LoRA
+    enabled, wrapped as a peft model."""
     from transformers import AutoModelForCausalLM
 
     register_attention()
-    if cfg.attention == "flex" and not torch.cuda.is_available():
-        raise ConfigError("model.attention = flex: FlexAttention needs a CUDA GPU here (on CPU torch has no backward pass for it, "
-                          "and its CPU kernel fails to build for varying batch shapes). Fix: model.attention: sdpa on CPU.")
+    if attention == "flex" and not torch.cuda.is_available():
+        raise ConfigError("experimental.attention = flex: FlexAttention needs a CUDA GPU here (on CPU torch has no backward pass for it, "
+                          "and its CPU kernel fails to build for varying batch shapes). Fix: experimental.attention: sdpa on CPU.")
     path = resolve_model_path(name_or_path or cfg.name_or_path)
     kwargs: dict[str, Any] = {"trust_remote_code": cfg.trust_remote_code, "dtype": DTYPES.get(cfg.dtype, "auto")}
     if cfg.quantize_4bit:
@@ -85,10 +86,10 @@ def load_model(cfg: ModelConfig, name_or_path: str | None = None, trainable: boo
     try:
         adapter = Path(path, ADAPTER_CONFIG)
         if adapter.exists():  # an adapter folder (an SFT run's LoRA, say) stands for its base with the adapter merged in
-            model = load_adapter_merged(path, adapter, cfg, kwargs)
+            model = load_adapter_merged(path, adapter, kwargs, attention)
             model.name_or_path = model.config._name_or_path = path  # an adapter trained on it names this as its base, not the bare base
         else:
-            model = AutoModelForCausalLM.from_pretrained(path, attn_implementation=IMPLEMENTATIONS[cfg.attention], **kwargs)
+            model = AutoModelForCausalLM.from_pretrained(path, attn_implementation=IMPLEMENTATIONS[attention], **kwargs)
     except PreftuneError:
         raise
     except Exception as e:  # noqa: BLE001 - missing, damaged or unsupported model files fail in many ways
@@ -104,7 +105,7 @@ def load_model(cfg: ModelConfig, name_or_path: str | None = None, trainable: boo
     return model
 
 
-def load_adapter_merged(path: str, adapter_config: Path, cfg: ModelConfig, kwargs: dict[str, Any]) -> torch.nn.Module:
+def load_adapter_merged(path: str, adapter_config: Path, kwargs: dict[str, Any], attention: str) -> torch.nn.Module:
     """The base model an adapter folder names, with the adapter merged into its weights."""
     import json
 
@@ -115,7 +116,7 @@ def load_adapter_merged(path: str, adapter_config: Path, cfg: ModelConfig, kwarg
         base_name = json.loads(adapter_config.read_text())["base_model_name_or_path"]
     except (OSError, KeyError, json.JSONDecodeError) as e:
         raise ModelError(f"{adapter_config}: cannot read base_model_name_or_path ({e}). Fix: save the adapter with peft's save_pretrained.") from None
-    base = AutoModelForCausalLM.from_pretrained(resolve_model_path(base_name), attn_implementation=IMPLEMENTATIONS[cfg.attention], **kwargs)
+    base = AutoModelForCausalLM.from_pretrained(resolve_model_path(base_name), attn_implementation=IMPLEMENTATIONS[attention], **kwargs)
     return PeftModel.from_pretrained(base, path).merge_and_unload().requires_grad_(True)  # peft froze the base; trainable unless asked not to
 
 

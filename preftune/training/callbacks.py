@@ -22,7 +22,7 @@ class TrainResult:
     before: Metrics = field(default_factory=dict)
     after: Metrics = field(default_factory=dict)
     last: Metrics = field(default_factory=dict)
-    stop_reason: str | None = None  # None (ran its steps), "early_stopping", "callback" or "interrupted"
+    stop_reason: str | None = None  # None (ran its steps), "early_stopping", "callback", "max_time" or "interrupted"
     seconds: float = 0.0
     findings: list[Any] = field(default_factory=list)
     skipped_steps: int = 0

@@ -67,7 +67,8 @@ def fit(run: Run, callbacks: Callbacks, interrupted: Callable[[], bool] = lambda
                 if run.should_stop_early(after):
                     stop_reason = "early_stopping"
                     bar.message(f"early stopping at step {state.step}: eval/rewards/margins has not risen for {state.evals_without_improvement} evaluation(s)")
-            asked, interrupt = run.any_process(asked, interrupted())
+            over_budget = t.max_time is not None and time.time() - run.started >= t.max_time
+            asked, interrupt, over_budget = run.any_process(asked, interrupted(), over_budget)
             if interrupt:
                 if not logged:
                     run.log(metrics)  # the step it stops at is always logged
@@ -75,6 +76,9 @@ def fit(run: Run, callbacks: Callbacks, interrupted: Callable[[], bool] = lambda
                 callbacks.save(saved)
                 bar.message(f"interrupted: checkpoint {saved} saved; resume with resume_from=auto")
                 return finish(run, callbacks, before, after, last, "interrupted")
+            if over_budget and stop_reason is None and state.step < run.total_steps:
+                stop_reason = "max_time"
+                bar.message(f"stopping at step {state.step}: train.max_time ({t.max_time:g} s) is spent")
             if asked and stop_reason is None:
                 stop_reason = "callback"
                 bar.message(f"stopping at step {state.step}: a callback asked to stop")

@@ -11,6 +11,14 @@ from ..losses import LossOutput
 from ..models.logprobs import SequenceLogps
 
 
+PAIR_METRICS = ("loss", "rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies", "logps/chosen", "logps/rejected",
+                "logits/chosen", "logits/rejected", "drift/abs_logratio")
+"""What a pair loss logs each step (TRL's names; drift only with a reference), besides grad_norm and learning_rate."""
+KTO_METRICS = ("loss", "kl", "rewards/chosen", "rewards/rejected", "rewards/margins", "logps/chosen", "logps/rejected",
+               "logits/chosen", "logits/rejected")
+"""What KTO logs each step (TRL's KTOTrainer names: chosen = desirable, rejected = undesirable)."""
+
+
 def pair_metrics(out: LossOutput, policy: SequenceLogps, b: int) -> dict[str, torch.Tensor]:
     """Per-pair values (each (B,)) whose means are the logged metrics. Accuracy counts ties as 0.5."""
     cr, rr = out.chosen_rewards.float(), out.rejected_rewards.float()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -30,10 +31,12 @@ def train(cfg: RunConfig, *, model: torch.nn.Module | None = None, tokenizer: An
     `data.eval`. With `cfg.output_dir` None nothing is written. `catch_interrupt` installs a Ctrl-C handler that stops
     after the current step with a checkpoint (the command line sets it; a library call leaves signals alone)."""
     hooks = Callbacks(callbacks)
+    started = time.time()  # train.max_time counts set-up too
     main_process = int(os.environ.get("RANK", "0")) == 0  # other processes of a distributed run share the main one's folder
     lock = RunLock(Path(cfg.output_dir)) if cfg.output_dir and main_process else contextlib.nullcontext()
     with lock:
         run = setup_run(cfg, model, tokenizer, train_data, eval_data)
+        run.started = started
         guard = GracefulInterrupt() if catch_interrupt else None
         with guard if guard is not None else contextlib.nullcontext():
             return fit(run, hooks, (lambda: guard.requested) if guard is not None else (lambda: False), show_progress)

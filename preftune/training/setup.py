@@ -136,7 +136,7 @@ def build_reference(cfg: RunConfig, policy: torch.nn.Module | None, accelerator:
         model = frozen_start
     else:
         start_adapter = continuing and ref_path is None and cfg.reference.start_adapter == "frozen" and cfg.model.lora.adapter_path
-        model = load_model(cfg.model, start_adapter or ref_path or cfg.model.name_or_path, trainable=False)  # an adapter folder loads merged
+        model = load_model(cfg.model, start_adapter or ref_path or cfg.model.name_or_path, trainable=False, attention=cfg.experimental.attention)  # an adapter folder loads merged
     if ref_path is not None and policy is not None:
         check_same_vocabulary(accelerator.unwrap_model(policy), model, ref_path, "reference.name_or_path", tokenizer)
     model = model.to(accelerator.device)
@@ -153,7 +153,7 @@ def reference_cache_key(cfg: RunConfig, model_fp: str, pairs_fp: str) -> str:
     row size, LM-head chunk)."""
     t = cfg.train
     layout = t.resolved_layout()
-    settings = f"{cfg.model.dtype}|{t.mixed_precision}|{cfg.model.attention}|{layout}|{t.pack_tokens if layout == 'packed' else ''}|{t.logits_chunk}"
+    settings = f"{cfg.model.dtype}|{t.mixed_precision}|{cfg.experimental.attention}|{layout}|{t.pack_tokens if layout == 'packed' else ''}|{t.logits_chunk}"
     return f"{model_fp}-{pairs_fp}-{hashlib.sha256(settings.encode()).hexdigest()[:12]}"
 
 
@@ -250,7 +250,7 @@ def setup_data(cfg: RunConfig, accelerator: Any, tokenizer: Any = None, train: S
     layout = cfg.train.resolved_layout()
     common = dict(pad_id=tokenizer.pad_token_id, rank=accelerator.process_index, world=accelerator.num_processes,
                   device=accelerator.device, layout=layout, pack_tokens=cfg.train.pack_tokens,
-                  static=cfg.train.static_shapes)
+                  static=cfg.experimental.static_shapes)
     unpaired = cfg.stage == "preference" and cfg.loss.unpaired()
 
     def source(split: TokenizedSplit, seed: int, shuffle: bool) -> BatchSource:
@@ -275,7 +275,7 @@ def setup_policy(cfg: RunConfig, model: torch.nn.Module | None, needs_copy: bool
     and, when `needs_copy`, a frozen copy of the caller's model as it was handed over (the reference; for a peft model,
     its adapter merged, or left out with `reference.start_adapter: base`)."""
     if model is None:
-        return load_model(cfg.model), None
+        return load_model(cfg.model, attention=cfg.experimental.attention), None
     frozen = None
     if needs_copy:
         frozen = copy.deepcopy(model)
@@ -467,20 +467,21 @@ def setup_run(cfg: RunConfig, model: torch.nn.Module | None = None, tokenizer: A
     if out_dir is not None and accelerator.is_main_process:
         check_space(out_dir, space_needed(policy, cfg, total_steps))
     policy = policy.to(accelerator.device)
-    if cfg.train.fused_mlp:
+    if cfg.train.fuses("fused_mlp", accelerator.device.type):
         fuse_mlps(policy)
-    if cfg.train.fused_norm:
+    if cfg.train.fuses("fused_norm", accelerator.device.type):
         fuse_norms(policy)
     if cfg.train.gradient_checkpointing:
         enable_checkpointing(policy, cfg.train.gradient_checkpointing)
     continuing = cfg.model.lora.adapter_path is not None or (model is not None and is_peft(model))
     live = build_reference(cfg, policy, accelerator, strategy, frozen, continuing, data.tokenizer)
-    if cfg.train.compile:
-        dynamic = not cfg.train.static_shapes
-        n = compile_layers(policy, cfg.train.compile_backend, dynamic, cfg.train.compile_mode)
+    x = cfg.experimental
+    if x.compile:
+        dynamic = not x.static_shapes
+        n = compile_layers(policy, x.compile_backend, dynamic, x.compile_mode)
         if isinstance(live, SeparateReference):
-            compile_layers(live.model, cfg.train.compile_backend, dynamic, cfg.train.compile_mode)
-        logger.info("train.compile: %d decoder layers compiled with %s (the first steps include compile time)", n, cfg.train.compile_backend)
+            compile_layers(live.model, x.compile_backend, dynamic, x.compile_mode)
+        logger.info("experimental.compile: %d decoder layers compiled with %s (the first steps include compile time)", n, x.compile_backend)
     ref_train = ref_eval = live
     if strategy == "precomputed":
         planned = BatchStream(data.train).planned(total_steps * cfg.train.grad_accum)  # from the start: a resumed run's are among them
@@ -544,7 +545,7 @@ def precompute_reference(cfg: RunConfig) -> Path:
     accelerator = make_accelerator(cfg)
     seed_everything(cfg.train.seed, cfg.train.deterministic)
     data = setup_data(cfg, accelerator)
-    policy = load_model(cfg.model).to(accelerator.device) if cfg.model.lora.enabled else None
+    policy = load_model(cfg.model, attention=cfg.experimental.attention).to(accelerator.device) if cfg.model.lora.enabled else None
     live = build_reference(cfg, policy, accelerator, "precomputed", continuing=cfg.model.lora.adapter_path is not None)
     every = cfg.model_copy(update={"reference": cfg.reference.model_copy(update={"precompute": "upfront"})})
     precomputed_tables(every, live, {"train": data.train, **({"eval": data.eval} if data.eval else {})}, accelerator)  # every pair

@@ -138,9 +138,11 @@ def test_eval_of_a_run_reports_rewards_at_the_runs_beta(tiny_model_dir: Path, tm
 
 def test_readme_python_example_runs(tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
-    section = readme.split("\n## Python\n", 1)[1]
+    section = readme.split("\n## From Python\n", 1)[1]
     code = section.split("```python\n", 1)[1].split("```", 1)[0]
     assert "smollm2-135m-instruct" in code
+    guide = (Path(__file__).resolve().parents[2] / "docs" / "getting-started.md").read_text(encoding="utf-8")
+    assert f"```python\n{code}```" in guide  # the getting-started page shows the same, tested, example
     cwd = tmp_path / "cwd"
     cwd.mkdir()
     monkeypatch.chdir(cwd)
@@ -150,16 +152,16 @@ def test_readme_python_example_runs(tiny_model_dir: Path, tmp_path: Path, monkey
     assert not os.listdir(cwd)
 
 
-def test_the_readme_pipeline_in_python_runs(tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+def test_the_guides_pipeline_in_python_runs(tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                             capsys: pytest.CaptureFixture[str]) -> None:
-    """The README's SFT -> DPO / KTO -> GGUF block, with the tiny model and a small pairs file in place of the embedded
-    model and HH; the chained runs start from (and are referenced against) the SFT run's model."""
+    """The training guide's SFT -> DPO / KTO -> GGUF block, with the tiny model and a small pairs file in place of the
+    embedded model and HH; the chained runs start from (and are referenced against) the SFT run's model."""
     from ..conftest import write_jsonl
 
-    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
-    section = readme.split("\n## Pipeline: SFT, then DPO against the SFT model, then export\n", 1)[1].split("\n## ", 1)[0]
+    guide = (Path(__file__).resolve().parents[2] / "docs" / "training.md").read_text(encoding="utf-8")
+    section = guide.split("\n## The pipeline: SFT, then DPO against the SFT model, then export\n", 1)[1].split("\n## ", 1)[0]
     code = section.split("```python\n", 1)[1].split("```", 1)[0]
-    hh = "../shared/data/hh-rlhf-harmless/train.jsonl"
+    hh = "hh-rlhf-harmless/train.jsonl"
     assert "smollm2-135m-instruct" in code and hh in code and "export_model" in code and '"loss.name": "kto"' in code
     data = write_jsonl(tmp_path / "pairs.jsonl", TOY)
     monkeypatch.chdir(tmp_path)

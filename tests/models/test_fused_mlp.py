@@ -90,3 +90,13 @@ def test_training_fuses_the_mlps_as_configured(setting: bool, tiny_model_dir: Pa
     mlps = [layer.mlp for layer in model.model.layers]
     assert [getattr(m, FUSED, False) for m in mlps] == [setting] * len(mlps)
     assert ("forward" in vars(mlps[0])) == setting  # an instance forward replaces the class's only when fused
+
+
+@pytest.mark.parametrize(("value", "device", "fused"), [("auto", "cpu", True), ("auto", "cuda", False), (True, "cuda", True), (False, "cpu", False)])
+def test_fused_options_are_on_for_cpu_training_only_unless_set(value: object, device: str, fused: bool) -> None:
+    """Measured on CPU only, so `auto` (the default) leaves GPU runs as transformers builds them."""
+    from preftune.config import TrainConfig
+
+    t = TrainConfig(fused_mlp=value, fused_norm=value)
+    assert t.fuses("fused_mlp", device) is fused and t.fuses("fused_norm", device) is fused
+    assert TrainConfig().fused_mlp == "auto" and TrainConfig().fused_norm == "auto"

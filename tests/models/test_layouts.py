@@ -141,8 +141,8 @@ def test_flex_attention_is_refused_without_a_gpu(tiny_model_dir) -> None:
     from preftune.errors import ConfigError
     from preftune.models.loading import load_model
 
-    with pytest.raises(ConfigError, match="model.attention: sdpa on CPU"):
-        load_model(ModelConfig(name_or_path=str(tiny_model_dir), attention="flex"))
+    with pytest.raises(ConfigError, match="experimental.attention: sdpa on CPU"):
+        load_model(ModelConfig(name_or_path=str(tiny_model_dir)), attention="flex")
 
 
 @pytest.mark.parametrize("layout", ["prefix_shared", "packed"])
@@ -257,7 +257,7 @@ def test_layout_sdpa_shares_one_float_mask_and_keeps_unrepeated_keys(layout: str
     batch = collate(layout, pairs, range(len(pairs)), smol_tokenizer.pad_token_id, row_tokens=700)
     torch.manual_seed(0)
     plain = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32, attn_implementation="sdpa")
-    ours = load_model(ModelConfig(name_or_path=str(tiny_model_dir)))  # model.attention: sdpa
+    ours = load_model(ModelConfig(name_or_path=str(tiny_model_dir)))  # experimental.attention: sdpa
     assert ours.config._attn_implementation == "preftune_sdpa"
     ref_logps, ref_grads, ref_saved = _saved_attention_tensors(plain, batch)
     logps, grads, saved = _saved_attention_tensors(ours, batch)

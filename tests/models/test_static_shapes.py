@@ -1,4 +1,4 @@
-"""`train.static_shapes`: packed rows padded to a multiple of the row size, so a run's batches come in a handful of
+"""`experimental.static_shapes`: packed rows padded to a multiple of the row size, so a run's batches come in a handful of
 shapes and compiled decoder layers never recompile once each shape has been seen; without it they do."""
 
 from __future__ import annotations
@@ -63,9 +63,9 @@ def test_compiled_layers_never_recompile_after_warm_up_with_static_shapes(smol_t
 def test_cuda_graphs_need_static_shapes(tmp_path, tiny_model_dir) -> None:
     from preftune.config import load_config
 
-    with pytest.raises(Exception, match="reduce-overhead .* needs train.compile: true and train.static_shapes: true"):
-        load_config(None, [f"model.name_or_path={tiny_model_dir}", "train.compile=true", "train.compile_mode=reduce-overhead"])
-    load_config(None, [f"model.name_or_path={tiny_model_dir}", "train.compile=true", "train.static_shapes=true", "train.compile_mode=reduce-overhead"])
+    with pytest.raises(Exception, match="reduce-overhead .* needs experimental.compile: true and experimental.static_shapes: true"):
+        load_config(None, [f"model.name_or_path={tiny_model_dir}", "experimental.compile=true", "experimental.compile_mode=reduce-overhead"])
+    load_config(None, [f"model.name_or_path={tiny_model_dir}", "experimental.compile=true", "experimental.static_shapes=true", "experimental.compile_mode=reduce-overhead"])
 
 
 @pytest.mark.cuda
@@ -75,8 +75,8 @@ def test_cuda_graph_steps_equal_eager_steps_on_gpu(tmp_path, tiny_model_dir) -> 
     from ..training.helpers import tiny_config, train_metrics
 
     losses = {}
-    for name, extra in {"eager": [], "graphs": ["train.compile=true", "train.static_shapes=true", "train.compile_mode=reduce-overhead"]}.items():
-        cfg = tiny_config(tmp_path, tiny_model_dir, "train.max_steps=6", "train.learning_rate=1e-2", "train.static_shapes=true", *extra, name=name)
+    for name, extra in {"eager": [], "graphs": ["experimental.compile=true", "experimental.static_shapes=true", "experimental.compile_mode=reduce-overhead"]}.items():
+        cfg = tiny_config(tmp_path, tiny_model_dir, "train.max_steps=6", "train.learning_rate=1e-2", "experimental.static_shapes=true", *extra, name=name)
         train(cfg, show_progress=False)
         losses[name] = [m["loss"] for m in train_metrics(tmp_path / name)]
     assert losses["eager"][-1] < losses["eager"][0]

@@ -1,4 +1,4 @@
-"""`train.compile`: the compiled decoder layers train to the same numbers as eager ones, and save the same weights."""
+"""`experimental.compile`: the compiled decoder layers train to the same numbers as eager ones, and save the same weights."""
 
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ def test_compiled_training_matches_eager(tmp_path: Path, tiny_model_dir: Path, l
     for compiled in (False, True):
         torch._dynamo.reset()
         torch._dynamo.utils.counters.clear()
-        cfg = tiny_config(tmp_path, tiny_model_dir, *extra, f"train.compile={str(compiled).lower()}", "train.max_steps=3", "report=false",
+        cfg = tiny_config(tmp_path, tiny_model_dir, *extra, f"experimental.compile={str(compiled).lower()}", "train.max_steps=3", "report=false",
                           "train.deterministic=false", name=f"compiled-{compiled}")
         result = train(cfg, show_progress=False)
         captured = torch._dynamo.utils.counters["stats"]["unique_graphs"]
@@ -53,7 +53,7 @@ def test_compile_names_a_model_without_decoder_layers() -> None:
         def get_output_embeddings(self) -> torch.nn.Module:
             return torch.nn.Linear(2, 2)
 
-    with pytest.raises(ConfigError, match="train.compile: false"):
+    with pytest.raises(ConfigError, match="experimental.compile: false"):
         compile_layers(NoLayers())
 
 
