@@ -5,13 +5,15 @@ between segments) and, with `--attention sdpa,segments`, each attention kernel f
 (`experimental.attention: segments` computes no block between two pairs). Alternates configurations (A B C A B C) so drift
 hits all.
 
-    python bench/layouts.py [--pairs 32] [--batch 8] [--rounds 2] [--row-tokens 512,1024,2048] [--attention sdpa,segments]
+    python bench/layouts.py [--pairs 32] [--batch 8] [--rounds 3] [--row-tokens 512,1024,2048] [--attention sdpa,segments]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -22,7 +24,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--pairs", type=int, default=32)
     ap.add_argument("--batch", type=int, default=8)
-    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--row-tokens", default="512,1024,2048", help="packed row sizes to try")
     ap.add_argument("--attention", default="sdpa", help="attention kernels to try on the prefix_shared / packed layouts: sdpa,segments")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "layouts.json"))
@@ -36,20 +38,30 @@ def main() -> None:
     from preftune.data.batch import LAYOUTS, collate
     from preftune.data.pipeline import load_examples
     from preftune.data.tokenize import PairTokenizer
-    from preftune.models.attention import IMPLEMENTATIONS, register_segment_attention
+    from preftune.models.attention import IMPLEMENTATIONS, register_attention
+    from preftune.models.fused_mlp import fuse_mlps
+    from preftune.models.fused_norm import fuse_norms
     from preftune.models.loading import load_tokenizer, resolve_model_path
     from preftune.models.logprobs import sequence_logps
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from compare_trl import matmul_flops
+    from protocol import provenance, spread
+
+    gflops = matmul_flops() / 1e9
 
     torch.manual_seed(0)
     path = resolve_model_path("smollm2-135m-instruct")
     tok = load_tokenizer(path)
-    register_segment_attention()
+    register_attention()
     kernels = args.attention.split(",")
     models = {}
     for kernel in dict.fromkeys(["sdpa", *kernels]):
         torch.manual_seed(0)
         m = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, attn_implementation=IMPLEMENTATIONS[kernel])
         models[kernel] = get_peft_model(m, LoraConfig(r=8, target_modules=["q_proj", "v_proj"]))
+        fuse_mlps(models[kernel])  # as training on CPU does (train.fused_mlp, train.fused_norm: auto)
+        fuse_norms(models[kernel])
     model = models["sdpa"]
     pt = PairTokenizer(tok, DataConfig(max_length=512).tokenize_settings())
     pairs = [p for p in (pt(e) for e in load_examples(args.data, DataConfig(on_error="skip").load_settings()).examples[: args.pairs]) if p]
@@ -77,11 +89,14 @@ def main() -> None:
                 sequence_logps(models[kernel], batch).logps.sum().backward()
             times[name(layout, n, kernel)].append(time.perf_counter() - t)
     for key in times:
-        result[f"pairs_per_s/{key}"] = len(pairs) / min(times[key])
+        result[f"pairs_per_s/{key}"] = statistics.median(len(pairs) / t for t in times[key])
+        result[f"rounds/{key}"] = spread([len(pairs) / t for t in times[key]])
         result[f"positions_computed/{key}"] = computed[key]  # rows × length, padding included
     for key in list(times)[1:]:
         result[f"speedup/{key}"] = result[f"pairs_per_s/{key}"] / result["pairs_per_s/padded"]
-    result["command"] = "python bench/layouts.py " + " ".join(__import__("sys").argv[1:])
+    result["command"] = "python bench/layouts.py " + " ".join(sys.argv[1:])
+    result = {"protocol": provenance(result["command"].strip(), rounds=args.rounds, timed_steps=-(-len(pairs) // args.batch),
+                                     matmul_gflops=gflops), **result}
     Path(args.out).parent.mkdir(exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=1))
     print(json.dumps(result, indent=1))

@@ -1,7 +1,7 @@
 """The first run a user makes, measured: `preftune train examples/quickstart.yaml` in its own process, timed as a
 whole (the embedded model already converted), with its peak RSS and the held-out numbers and findings it reports.
 
-    python bench/quickstart.py            # about 4 minutes on a 2-core CPU
+    python bench/quickstart.py [--keep runs/quickstart]      # about 4 minutes on a 2-core CPU
 
 Writes bench/results/quickstart.json (with the protocol block: command, commit, date, machine)."""
 
@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -25,9 +26,15 @@ ROOT = HERE.parent
 
 
 def main() -> None:
+    import argparse
+
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--keep", help="leave the run folder here (e.g. runs/quickstart, for examples/export_check.py)")
+    args = ap.parse_args()
     gflops = matmul_flops() / 1e9
     with tempfile.TemporaryDirectory(prefix="preftune-quickstart-") as tmp:
-        out = Path(tmp) / "quickstart"
+        out = Path(args.keep).resolve() if args.keep else Path(tmp) / "quickstart"
+        shutil.rmtree(out, ignore_errors=True)  # a fresh run, as a user's first
         cmd = [sys.executable, "-m", "preftune.cli", "train", str(ROOT / "examples" / "quickstart.yaml"), f"output_dir={out}"]
         env = {**os.environ, "PREFTUNE_DATA_CACHE": str(Path(tmp) / "data-cache"), "PREFTUNE_CACHE": str(Path(tmp) / "cache")}
         t0 = time.perf_counter()

@@ -87,12 +87,13 @@ def _options(options: dict[str, Any]) -> str:
 
 
 OPTION_FILES = {  # option -> (result file, its default, what it is for)
-    "train.fused_mlp": ("option_ab_train_fused_mlp.json", "true", "memory"),
-    "train.fused_norm": ("option_ab_train_fused_norm.json", "true", "memory"),
+    "train.fused_mlp": ("option_ab_train_fused_mlp.json", "auto (on for CPU training)", "memory"),
+    "train.fused_norm": ("option_ab_train_fused_norm.json", "auto (on for CPU training)", "memory"),
     "train.optimizer_impl": ("option_ab_train_optimizer_impl.json", "auto (fused)", "speed"),
     "train.gradient_checkpointing (selective)": ("option_ab_train_gradient_checkpointing_selective.json", "false", "memory"),
     "train.gradient_checkpointing (true)": ("option_ab_train_gradient_checkpointing_true.json", "false", "memory"),
     "train.host_mmap_threshold_kib": ("option_ab_train_host_mmap_threshold_kib.json", "null", "memory"),
+    "train.logits_chunk": ("option_ab_train_logits_chunk.json", "1024", "memory"),
 }
 
 
@@ -182,14 +183,10 @@ def table_gpu() -> str:
 
 
 def table_export() -> str:
-    text = (RESULTS / "export_check.txt").read_text(encoding="utf-8").splitlines()
-    head = text[0].lstrip("# ").strip()
+    r = load("export_check.json")
     rows = ["| dtype | file | relative error of summed log-probs | largest error of one token (nats) |", "|---|---|---|---|"]
-    for line in text[2:]:
-        m = re.match(r"(\S+)\s+([\d.]+ MiB)\s+relative error of summed log-probs (\S+)\s+largest token error (\S+)", line)
-        if m:
-            rows.append(f"| {m[1]} | {m[2]} | {float(m[3]):.1e} | {float(m[4]):.2g} |")
-    return "\n".join(rows) + f"\n\nMeasured by `{head}`; stored in `bench/results/export_check.txt`."
+    rows += [f"| {d['dtype']} | {d['mib']:.1f} MiB | {d['sum_relative_error']:.1e} | {d['largest_token_error']:.2g} |" for d in r["dtypes"]]
+    return "\n".join(rows) + f"\n\n{r['tokens']} tokens. " + provenance(r, "export_check.json")
 
 
 def table_iterate() -> str:

@@ -106,7 +106,7 @@ def evaluate(model: str | Path | torch.nn.Module, data: DataLike, *, reference: 
         One JSON-ready dict: `preference`, and `generation` when asked for.
     """
     from .config import JudgeConfig
-    from .evaluation.judges import load_judge
+    from .evaluation.judging import load_judge
     from .evaluation.models import EvalModels, load_eval_models
     from .run_files import check_writable
     from .evaluation.run import EvalSettings, run_eval

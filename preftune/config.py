@@ -138,11 +138,22 @@ class LossComponent(Section):
 
 class LossConfig(Section):
     name: str = Field("dpo", description="loss from the registry (preftune losses lists them); kto trains on unpaired or split pairs")
-    beta: float | None = Field(None, gt=0, description="β; unset takes the loss's default (0.1, SimPO 2.0)")
+    beta: float | None = Field(None, gt=0, description="β; unset takes the loss's default (0.1, SimPO 2.0; with components, the first "
+                               "one's), resolved when the config loads and used by every component")
     params: dict[str, Any] = Field(default_factory=dict, description="the variant's own parameters, e.g. {lambda_: 50}")
     length_normalize: bool = Field(False, description="average log-probs over response tokens instead of summing")
     reference_free: bool = Field(False, description="uniform reference (no reference model)")
     components: list[LossComponent] | None = Field(None, description="weighted sum, e.g. [{name: dpo, weight: 1}, {name: sft, weight: 0.2}]")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _resolve_beta(cls, data: Any) -> Any:
+        """β, once: the given value, else the default of the loss (of the first component, with components)."""
+        if not isinstance(data, dict) or data.get("beta") is not None:
+            return data
+        comps = data.get("components")
+        first = comps[0].get("name") if isinstance(comps, list) and comps and isinstance(comps[0], dict) else data.get("name", "dpo")
+        return {**data, "beta": default_beta(first)} if isinstance(first, str) and first in NAMES else data
 
     @model_validator(mode="after")
     def _known_losses(self) -> "LossConfig":
@@ -168,8 +179,10 @@ class LossConfig(Section):
         return not self.reference_free and any(uses_reference(n) for n in names)
 
     def resolved_beta(self) -> float:
-        name = self.components[0].name if self.components else self.name
-        return self.beta if self.beta is not None else default_beta(name)
+        """β as resolved when the config loaded (see `_resolve_beta`)."""
+        if self.beta is None:  # only a LossConfig built around validation (model_construct) lacks it
+            return default_beta(self.components[0].name if self.components else self.name)
+        return self.beta
 
 
 class TrainConfig(Section):
@@ -200,8 +213,8 @@ class TrainConfig(Section):
     pack_tokens: int = Field(512, ge=16, description="most tokens per row in the packed layout (a longer pair gets its own row); longer rows compute more masked attention")
     logits_chunk: int = Field(1024, ge=1, description="response tokens per LM-head chunk")
     gradient_checkpointing: bool | Literal["selective"] = Field(
-        False, description="recompute activations in the backward pass: true recomputes each decoder layer whole (least memory, about a "
-        "third more compute); selective keeps the matrix products and attention outputs and recomputes the cheap elementwise and norm ops")
+        False, description="recompute activations in the backward pass: true recomputes each decoder layer whole (the least memory, "
+        "the most recomputation); selective keeps the matrix products and attention outputs and recomputes the cheap elementwise and norm ops")
     fused_mlp: bool | Literal["auto"] = Field(
         "auto", description="gated (SwiGLU) MLPs keep only their gate and up projections for the backward pass and recompute the SiLU "
         "there: one intermediate-sized tensor less per layer and token, same gradients; auto: on when training on CPU, off on GPUs")

@@ -73,3 +73,65 @@ def test_the_checker_resolves_relative_and_lazy_imports(tmp_path: Path) -> None:
     found = [(m, names) for m, names, _ in imports(fake, tmp_path)]
     assert found == [("preftune.config", ["RunConfig"]), ("preftune.data.batch", ["collate"]), ("preftune.training", ["loop"])]
     assert [LAYERS[unit(m)] > LAYERS[unit("preftune.data.x")] for m, _ in found] == [True, False, True]
+
+
+def module_graph() -> dict[str, set[str]]:
+    """Module -> the preftune modules (files, or package __init__ files) it imports, lazy and type-checking imports included."""
+    graph: dict[str, set[str]] = {}
+    for path, _, here, module, names in edges():
+        targets = graph.setdefault(here, set())
+        for candidate in [module, *(f"{module}.{n}" for n in names)]:
+            file = PACKAGE.parent / (candidate.replace(".", "/") + ".py")
+            package = PACKAGE.parent / candidate.replace(".", "/") / "__init__.py"
+            if candidate != here and (file.exists() or (package.exists() and candidate == module and not names)):
+                targets.add(candidate)
+    return graph
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components of more than one module (Tarjan), each sorted."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in graph.get(v, ()):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return found
+
+
+def test_no_import_cycle_between_modules() -> None:
+    assert cycles(module_graph()) == []
+
+
+def test_the_cycle_finder_finds_a_cycle() -> None:
+    assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+    assert cycles({"a": {"b"}, "b": set()}) == []
+
+
+def test_nothing_but_the_entry_points_imports_set_up() -> None:
+    importers = {here for here, targets in module_graph().items() if "preftune.training.setup" in targets}
+    assert importers <= {"preftune.training.run", "preftune.cli"}, importers

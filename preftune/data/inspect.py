@@ -17,7 +17,7 @@ PERCENTILES = (90, 99)
 SHOWN = 20  # bad records listed in the text report
 
 
-def length_bias(chosen: list[int], rejected: list[int]) -> dict[str, float]:
+def length_preference(chosen: list[int], rejected: list[int]) -> dict[str, float]:
     """How often and by how much the chosen response is longer: DPO's length-bias risk."""
     diffs = [c - r for c, r in zip(chosen, rejected)]
     if not diffs:
@@ -59,7 +59,7 @@ def inspect_data(settings: DataSettings, tokenizer: Any | None = None) -> dict[s
                                 "pairs_dropped": sum(n for k, n in counts.items() if k.startswith("dropped"))}
     report["length_unit"] = unit
     report["lengths"] = {"prompt": length_stats(p, PERCENTILES), "chosen": length_stats(c, PERCENTILES), "rejected": length_stats(r, PERCENTILES)}
-    report["length_bias"] = length_bias(c, r)
+    report["length_bias"] = length_preference(c, r)
     return report
 
 

@@ -20,7 +20,7 @@ def length_summary(lengths: Sequence[int], finished: Sequence[bool]) -> dict[str
     return stats.length_stats(lengths, (90,)) | {"truncated_fraction": sum(not f for f in finished) / len(lengths)}
 
 
-def length_stats(samples: Sequence[Sample]) -> dict[str, float]:
+def sample_lengths(samples: Sequence[Sample]) -> dict[str, float]:
     """`length_summary` of generated samples."""
     return length_summary([len(s.ids) for s in samples], [s.finished for s in samples])
 
@@ -43,7 +43,7 @@ def decode_usage(samples: Sequence[Sample], prompts_per_batch: int, seconds: flo
     return {"tokens": float(tokens), "seconds": seconds, "row_steps": float(slots), **decode_rates(tokens, slots, seconds)}
 
 
-def kl_estimate(policy_logps: torch.Tensor, reference_logps: torch.Tensor, settings: GenerationConfig) -> dict[str, object]:
+def sampled_kl(policy_logps: torch.Tensor, reference_logps: torch.Tensor, settings: GenerationConfig) -> dict[str, object]:
     """Monte-Carlo KL(π ‖ πref) per response, in nats: the mean of log π(y|x) − log πref(y|x) over samples y ~ π, with its
     standard error. Unbiased only for plain sampling (temperature 1, no top-p/top-k); otherwise it says so."""
     d = (policy_logps.double() - reference_logps.double())

@@ -20,7 +20,7 @@ from ..training.reference import AdapterDisabledReference, NoReference, Referenc
 
 
 @dataclass(frozen=True)
-class RunFolder:
+class FoundRun:
     """What a path given as --model resolves to: the model folder, and for a preftune run its folder and start model."""
 
     model: str
@@ -47,14 +47,14 @@ class EvalModels:
     reference: Reference
     policy_name: str
     reference_name: str | None
-    source: RunFolder | None = None  # what a path given as the model resolved to (None for a model passed from Python)
+    source: FoundRun | None = None  # what a path given as the model resolved to (None for a model passed from Python)
 
     @property
     def has_reference(self) -> bool:
         return not isinstance(self.reference, NoReference)
 
 
-def resolve_run_folder(path: str) -> RunFolder:
+def resolve_run_folder(path: str) -> FoundRun:
     """A preftune run folder resolves to its `model/` (or `merged/`), its folder and its start model."""
     p = Path(path)
     run = None
@@ -63,12 +63,12 @@ def resolve_run_folder(path: str) -> RunFolder:
     elif (p.parent / CONFIG).exists() and p.name in (MODEL_DIR, MERGED_DIR):
         run = p.parent
     if run is None:
-        return RunFolder(str(p) if p.exists() else path)
+        return FoundRun(str(p) if p.exists() else path)
     try:
         start = yaml.safe_load((run / CONFIG).read_text())["model"]["name_or_path"]
     except (OSError, KeyError, TypeError, yaml.YAMLError):
         start = None
-    return RunFolder(str(p), run, start)
+    return FoundRun(str(p), run, start)
 
 
 def load_eval_models(model: str, reference: str | None, dtype: str = "float32", device: str | torch.device = "cpu",

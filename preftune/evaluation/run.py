@@ -19,8 +19,8 @@ from ..data.tokenize import PairTokenizer, TokenizedPair
 from ..errors import DataError
 from ..training.artifacts import write_jsonl, write_text_atomic
 from ..models.generate import Sample, generate
-from .generation import kl_estimate, length_stats
-from .judges import Judge, load_judge, rewards, win_rate
+from .generation import sampled_kl, sample_lengths
+from .judging import Judge, load_judge, rewards, win_rate
 from .models import EvalModels
 from ..training.scoring import LossFunction, loss_on_batch, score
 from .preference import preference_summary
@@ -132,13 +132,13 @@ def generation_report(models: EvalModels, prompt_ids: list[list[int]], prompt_te
     with stage("generate (policy)", len(prompt_ids), show) as advance:
         samples = generate(models.policy, models.tokenizer, prompt_ids, gen, device, advance)
     texts = [decode(models.tokenizer, s.ids) for s in samples]
-    report: dict[str, Any] = {"prompts": len(prompt_ids), "samples": len(samples), "settings": gen.model_dump(), "length_tokens": length_stats(samples)}
+    report: dict[str, Any] = {"prompts": len(prompt_ids), "samples": len(samples), "settings": gen.model_dump(), "length_tokens": sample_lengths(samples)}
     records = [{"prompt_index": s.prompt_index, "sample": s.sample_index, "prompt": prompt_texts[s.prompt_index], "response": t,
                 "tokens": len(s.ids), "finished": s.finished} for s, t in zip(samples, texts)]
     if models.has_reference:
         lp, lref = sample_logps(models, prompt_ids, samples, loss, batch_size, chunk, device, show)
         assert lref is not None
-        report["kl"] = kl_estimate(lp, lref, gen)
+        report["kl"] = sampled_kl(lp, lref, gen)
         for rec, a, b in zip(records, lp.tolist(), lref.tolist()):
             rec["policy_logp"], rec["reference_logp"] = a, b
     if judge is not None:

@@ -12,8 +12,8 @@ import torch
 from .. import stats
 from ..config import GenerationConfig, LossConfig, ModelConfig, RunConfig
 from ..data.records import Text, as_text
-from ..evaluation.generation import decode_usage, kl_estimate, length_stats
-from ..evaluation.judges import Judge, rewards
+from ..evaluation.generation import decode_usage, sampled_kl, sample_lengths
+from ..evaluation.judging import Judge, rewards
 from ..evaluation.models import EvalModels, load_eval_models
 from ..evaluation.run import decode, prompt_tokenizer, sample_logps
 from ..models.generate import Sample, generate
@@ -65,7 +65,7 @@ def evaluate_round(cfg: RunConfig, model_path: str, start_model: str | None, pro
     scores = rewards(judge, [prompt_texts[s.prompt_index] for s in samples], texts)
     mean, stderr = stats.mean_stderr(scores)
     result: dict[str, Any] = {"model": model_path, "prompts": len(prompts), "judge": judge.name, "greedy_judge_mean": mean,
-                              "greedy_judge_stderr": stderr, "length_tokens": length_stats(samples), "generation": usage}
+                              "greedy_judge_stderr": stderr, "length_tokens": sample_lengths(samples), "generation": usage}
     if n_kl:
         result["kl_to_start"] = kl_to_reference(cfg, models, answerer, prompts[:n_kl], seed, show)
     folder.mkdir(parents=True, exist_ok=True)
@@ -82,4 +82,4 @@ def kl_to_reference(cfg: RunConfig, models: EvalModels, answerer: Answerer, prom
     loss = LossFunction.from_config(LossConfig())
     lp, lref = sample_logps(models, answerer.prompt_ids(prompts), samples, loss, cfg.train.batch_size, cfg.train.logits_chunk, device(), show)
     assert lref is not None, "kl_to_reference needs models with a reference"
-    return kl_estimate(lp, lref, plain)
+    return sampled_kl(lp, lref, plain)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from itertools import combinations
 
-from ..evaluation.judges import Judge
+from ..evaluation.judging import Judge
 
 Pick = list[tuple[int, int]]  # (chosen position, rejected position) among one prompt's samples
 

@@ -16,7 +16,7 @@ import torch
 
 from . import pairwise as _pairwise, reference_free as _reference_free  # noqa: F401  (importing registers the losses)
 from . import kto as _kto
-from .kto import KTOOutput, kl_estimate, kto_loss
+from .kto import KTOOutput, kto_reference_point, kto_loss
 from .registry import REGISTRY, LossSpec, check_param, get_spec
 from .types import LossOutput, PairLogps
 
@@ -107,4 +107,4 @@ def _inputs(spec: LossSpec, pc: torch.Tensor, pr: torch.Tensor, rc: torch.Tensor
     return PairLogps(pc, pr, rc, rr, lc, lr)
 
 
-__all__ = ["compute_loss", "compute_weighted", "default_beta", "is_unpaired", "kl_estimate", "kto_loss", "KTOOutput", "LOSSES", "NAMES", "UNPAIRED", "uses_reference", "LossOutput", "PairLogps", "REGISTRY", "loss_params"]
+__all__ = ["compute_loss", "compute_weighted", "default_beta", "is_unpaired", "kto_reference_point", "kto_loss", "KTOOutput", "LOSSES", "NAMES", "UNPAIRED", "uses_reference", "LossOutput", "PairLogps", "REGISTRY", "loss_params"]

@@ -42,7 +42,7 @@ def kto_loss(policy_logps: torch.Tensor, reference_logps: torch.Tensor, labels: 
         `KTOOutput`: λ_D·(1 − σ(β(r − z₀))) for desirable and λ_U·(1 − σ(β(z₀ − r))) for undesirable examples.
     """
     if kl is None:
-        kl = kl_estimate(policy_kl_logps, reference_kl_logps)
+        kl = kto_reference_point(policy_kl_logps, reference_kl_logps)
     logratios = policy_logps - reference_logps
     desirable = desirable_weight * (1 - torch.sigmoid(beta * (logratios - kl)))
     undesirable = undesirable_weight * (1 - torch.sigmoid(beta * (kl - logratios)))
@@ -50,6 +50,6 @@ def kto_loss(policy_logps: torch.Tensor, reference_logps: torch.Tensor, labels: 
     return KTOOutput(losses, (beta * logratios).detach(), kl)
 
 
-def kl_estimate(policy_kl_logps: torch.Tensor, reference_kl_logps: torch.Tensor) -> torch.Tensor:
+def kto_reference_point(policy_kl_logps: torch.Tensor, reference_kl_logps: torch.Tensor) -> torch.Tensor:
     """z₀: the mean log-ratio of the mismatched pairs, clamped at 0, detached (a scalar)."""
     return (policy_kl_logps - reference_kl_logps).detach().mean().clamp(min=0)

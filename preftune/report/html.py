@@ -89,9 +89,13 @@ def _headline(view: RunView) -> str:
 
 
 def _findings(view: RunView, markers: dict[str, list[int]]) -> str:
+    skipped = view.summary.get("diagnostics_not_applicable") or {}
+    not_watched = "".join(f'<div class="note" id="not-applicable-{_e(kind)}"><b>{_e(kind)}</b> not watched: {_e(why)}.</div>'
+                          for kind, why in skipped.items())
     if not markers:
-        return '<div class="ok">No diagnostic fired: no falling chosen likelihood, flat margins, length bias or drift was seen.</div>'
-    parts = []
+        watched = [k for k in ("chosen_likelihood_falling", "flat_margins", "length_bias", "drift") if k not in skipped]
+        return f'<div class="ok">No diagnostic fired ({", ".join(watched)} watched).</div>{not_watched}'
+    parts = [not_watched] if not_watched else []
     for kind, steps in markers.items():
         entry = view.diagnostics.get(kind, {})
         msg = entry.get("message", "")

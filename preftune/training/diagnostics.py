@@ -29,14 +29,14 @@ class Finding:
         return f"step {self.step}: {self.message} Try: {self.suggestion}"
 
 
-def chosen_likelihood_falling(history: Sequence[dict[str, float]], beta: float, threshold: float) -> str | None:
-    """The chosen response's log-ratio is below −threshold while the margin is above its first value (steps without a
-    margin, such as a KTO batch with one label only, are passed over)."""
+def chosen_likelihood_falling(history: Sequence[dict[str, float]], threshold: float) -> str | None:
+    """The chosen response's mean log-ratio (log πθ − log πref, `logratios/chosen`) is below −threshold while the margin
+    is above its first value (steps without a margin, such as a KTO batch with one label only, are passed over)."""
     first = next((h for h in history if "rewards/margins" in h), None)
     last = history[-1] if history else {}
-    if first is None or first is last or "rewards/chosen" not in last or "rewards/margins" not in last:
+    if first is None or first is last or "logratios/chosen" not in last or "rewards/margins" not in last:
         return None
-    chosen_ratio = last["rewards/chosen"] / beta
+    chosen_ratio = last["logratios/chosen"]
     if chosen_ratio < -threshold and last["rewards/margins"] > first["rewards/margins"]:
         return (f"the chosen response's log-likelihood is {chosen_ratio:.1f} nats below the reference while the margin grows "
                 f"({first['rewards/margins']:+.3f} → {last['rewards/margins']:+.3f}): DPO is winning pairs by pushing both responses down.")
@@ -64,12 +64,13 @@ def length_bias(margins: Sequence[float], length_diffs: Sequence[float], thresho
     return None
 
 
-def drift(history: Sequence[dict[str, float]], beta: float, threshold: float) -> str | None:
-    """Mean |log-ratio| of chosen or rejected beyond `threshold` nats: the policy has moved far from the reference."""
-    rewards = [abs(history[-1][k]) for k in ("rewards/chosen", "rewards/rejected") if history and k in history[-1]]
-    if not rewards:
+def drift(history: Sequence[dict[str, float]], threshold: float) -> str | None:
+    """The mean log-ratio of chosen or rejected responses (`logratios/*`) beyond ±`threshold` nats: the policy has moved
+    far from the reference."""
+    ratios = [abs(history[-1][k]) for k in ("logratios/chosen", "logratios/rejected") if history and k in history[-1]]
+    if not ratios:
         return None
-    worst = max(rewards) / beta
+    worst = max(ratios)
     if worst > threshold:
         return f"the policy has drifted {worst:.0f} nats (mean |log-ratio|) from the reference."
     return None
@@ -83,12 +84,25 @@ SUGGESTIONS = {
 }
 
 
+NEEDS_REFERENCE = ("chosen_likelihood_falling", "drift")  # detectors of log-ratios against the reference
+
+
+def not_applicable(uses_reference: bool, loss_name: str) -> dict[str, str]:
+    """The detectors that do not apply to a run, each with why (for the report): a loss with no reference has no
+    log-ratios, so the detectors of the chosen likelihood against the reference and of drift cannot run."""
+    if uses_reference:
+        return {}
+    why = f"{loss_name} has no reference model, so there are no log-ratios (log πθ − log πref) to watch"
+    return {kind: why for kind in NEEDS_REFERENCE}
+
+
 @dataclass
 class Diagnostics:
-    """Runs the detectors on train and eval metrics; warns once per kind and keeps every finding."""
+    """Runs the detectors on train and eval metrics; warns once per kind and keeps every finding. `skipped` names the
+    detectors that do not apply to this run, with why."""
 
     config: DiagnosticsConfig
-    beta: float
+    skipped: dict[str, str] = field(default_factory=dict)
     train_history: list[dict[str, float]] = field(default_factory=list)
     eval_history: list[dict[str, float]] = field(default_factory=list)
     findings: list[Finding] = field(default_factory=list)
@@ -109,8 +123,11 @@ class Diagnostics:
         if not self.config.enabled:
             return {}
         self.train_history.append(metrics)
-        out = self._fire("chosen_likelihood_falling", step, chosen_likelihood_falling(self.train_history, self.beta, self.config.chosen_drop_nats))
-        out |= self._fire("drift", step, drift(self.train_history, self.beta, self.config.drift_logratio_nats))
+        out: dict[str, float] = {}
+        if "chosen_likelihood_falling" not in self.skipped:
+            out |= self._fire("chosen_likelihood_falling", step, chosen_likelihood_falling(self.train_history, self.config.chosen_drop_nats))
+        if "drift" not in self.skipped:
+            out |= self._fire("drift", step, drift(self.train_history, self.config.drift_logratio_nats))
         return out
 
     def summary(self) -> dict[str, dict]:

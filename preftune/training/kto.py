@@ -5,17 +5,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import torch
 
 from ..config import LossConfig
 from ..data.batch import PreferenceBatch
-from ..losses import kl_estimate, kto_loss, loss_params
+from ..losses import kto_reference_point, kto_loss, loss_params
 from ..models.logprobs import policy_logps
-
-if TYPE_CHECKING:
-    from .reference import Reference
+from .scoring import Reference
 
 Values = dict[str, torch.Tensor]
 
@@ -36,7 +33,7 @@ class KTOLoss:
         return cls(cfg.resolved_beta() if beta is None else beta, float(params["desirable_weight"]), float(params["undesirable_weight"]), gather)
 
 
-def kto_on_batch(model: torch.nn.Module, batch: PreferenceBatch, reference: "Reference", loss: KTOLoss, chunk: int) -> tuple[torch.Tensor, Values]:
+def kto_on_batch(model: torch.nn.Module, batch: PreferenceBatch, reference: Reference, loss: KTOLoss, chunk: int) -> tuple[torch.Tensor, Values]:
     """The batch's weighted mean KTO loss (with gradients) and its values: per-example loss and KL, and `sum/` totals
     per label from which `summarize` makes TRL's per-label means."""
     policy = policy_logps(model, batch, chunk)
@@ -45,7 +42,7 @@ def kto_on_batch(model: torch.nn.Module, batch: PreferenceBatch, reference: "Ref
     if ref is None:
         raise ValueError("KTO needs reference log-probs; the run's reference gives none")
     labels = batch.extras["label"]
-    kl = kl_estimate(policy.rejected(b), ref[1])
+    kl = kto_reference_point(policy.rejected(b), ref[1])
     if loss.gather is not None:
         kl = loss.gather(kl.reshape(1)).mean().clamp(min=0)
     out = kto_loss(policy.chosen(b), ref[0], labels, policy.rejected(b), ref[1], beta=loss.beta,
@@ -55,7 +52,9 @@ def kto_on_batch(model: torch.nn.Module, batch: PreferenceBatch, reference: "Ref
     d, u = labels.float(), (~labels).float()
     tokens = batch.lengths[:b].float()
     logps, rewards, logits = policy.chosen(b).detach().float(), out.rewards.float(), policy.mean_logits[:b].float() * tokens
+    logratios = logps - ref[0].detach().float()
     values = {"loss": out.losses.detach().float(), "kl": out.kl.float().expand(b),
+              "sum/logratios/chosen": logratios * d, "sum/logratios/rejected": logratios * u,
               "sum/desirable": d, "sum/undesirable": u,
               "sum/rewards/chosen": rewards * d, "sum/rewards/rejected": rewards * u,
               "sum/logps/chosen": logps * d, "sum/logps/rejected": logps * u,
@@ -73,6 +72,7 @@ def summarize(metrics: dict[str, float]) -> dict[str, float]:
         if count > 0:
             out[f"rewards/{side}"] = metrics[f"sum/rewards/{side}"] / count
             out[f"logps/{side}"] = metrics[f"sum/logps/{side}"] / count
+            out[f"logratios/{side}"] = metrics[f"sum/logratios/{side}"] / count
             tokens = metrics.get(f"sum/tokens/{side}", 0.0)
             if tokens > 0:
                 out[f"logits/{side}"] = metrics[f"sum/logits/{side}"] / tokens

@@ -13,9 +13,8 @@ import torch
 from ..errors import PreftuneError
 from .callbacks import Callbacks, Metrics, TrainResult
 from .metrics import MetricAccumulator
-from .outputs import save_outputs
 from .progress import TrainProgress
-from .setup import Run
+from .running import Run, save_outputs
 
 
 class NonFiniteLoss(PreftuneError):

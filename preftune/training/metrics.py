@@ -12,10 +12,10 @@ from ..models.logprobs import SequenceLogps
 
 
 PAIR_METRICS = ("loss", "rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies", "logps/chosen", "logps/rejected",
-                "logits/chosen", "logits/rejected", "drift/abs_logratio")
-"""What a pair loss logs each step (TRL's names; drift only with a reference), besides grad_norm and learning_rate."""
+                "logits/chosen", "logits/rejected", "logratios/chosen", "logratios/rejected", "drift/abs_logratio")
+"""What a pair loss logs each step (TRL's names; log-ratios and drift only with a reference), besides grad_norm and learning_rate."""
 KTO_METRICS = ("loss", "kl", "rewards/chosen", "rewards/rejected", "rewards/margins", "logps/chosen", "logps/rejected",
-               "logits/chosen", "logits/rejected")
+               "logits/chosen", "logits/rejected", "logratios/chosen", "logratios/rejected")
 """What KTO logs each step (TRL's KTOTrainer names: chosen = desirable, rejected = undesirable)."""
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 import yaml
@@ -12,11 +12,7 @@ from safetensors.torch import load_file, save_file
 
 from ..config import RunConfig
 from ..models.loading import is_peft
-from .artifacts import DIAGNOSTICS, MERGED_DIR, MODEL_CARD, MODEL_DIR, SUMMARY, data_summary, write_json, write_text_atomic
-
-if TYPE_CHECKING:
-    from .callbacks import TrainResult
-    from .setup import Run
+from .artifacts import MERGED_DIR
 
 TRAINABLE = "trainable.safetensors"
 logger = logging.getLogger("preftune.training")
@@ -91,23 +87,3 @@ def model_card(cfg: RunConfig, data_summary: dict[str, Any], before: dict[str, f
 
 SUMMARY_KEYS = ("eval/rewards/accuracies", "eval/rewards/margins", "eval/rewards/chosen", "eval/rewards/rejected", "eval/logps/chosen",
                 "eval/logps/rejected", "eval/loss", "eval/mean_token_accuracy", "eval/perplexity")  # the last two: SFT
-
-
-def save_outputs(run: "Run", result: "TrainResult", state_dict: dict[str, torch.Tensor] | None = None) -> dict[str, Path]:
-    """At the end of a run, on the main process: the model (and merged weights), the model card, summary.json and
-    diagnostics.json under the run folder; returns what was written. `state_dict`: a sharded model's gathered weights."""
-    folder = run.folder.path
-    if folder is None:
-        return {}
-    cfg = run.cfg
-    written = save_final(result.model, run.data.tokenizer, cfg, folder / MODEL_DIR, cfg.train.merge_adapter, state_dict)
-    counts = data_summary(run.data.train_split, run.data.eval_split, run.data.loaded)
-    summary = {k: counts[k] for k in ("train_pairs", "eval_pairs", "format", "errors", "removed", "truncation")}
-    pick = lambda m: {k: v for k, v in m.items() if k in SUMMARY_KEYS}  # noqa: E731
-    write_text_atomic(folder / MODEL_CARD, model_card(cfg, summary, pick(result.before), pick(result.after), result.last))
-    write_json(folder / SUMMARY, {"steps": result.steps, "seconds": result.seconds, "before": result.before, "after": result.after,
-                                  "last_train": result.last, "stopped_early": result.stopped_early, "stop_reason": result.stop_reason,
-                                  "reference": run.strategy, "skipped_steps": result.skipped_steps,
-                                  "diagnostics": [vars(f) for f in result.findings], **summary})
-    write_json(folder / DIAGNOSTICS, run.diagnostics.summary())
-    return {k: Path(v) for k, v in written.items()} | {"summary": folder / SUMMARY, "model_card": folder / MODEL_CARD}

@@ -10,7 +10,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -18,21 +18,9 @@ from safetensors.torch import load_file, save_file
 from ..data.batch import PreferenceBatch
 from ..data.tokenize import TokenizedPair
 from ..models.logprobs import policy_logps
-from .scoring import reference_values, score
+from .scoring import Reference, reference_values, score
 
 logger = logging.getLogger("preftune.training")
-
-
-class Reference(Protocol):
-    """Gives (log πref(chosen), log πref(rejected)), each (B,), for a batch; None when the loss needs no reference."""
-
-    name: str
-
-    def logps(self, batch: PreferenceBatch) -> tuple[torch.Tensor, torch.Tensor] | None: ...
-
-    def as_model(self) -> contextlib.AbstractContextManager[torch.nn.Module | None]:
-        """The reference as a model for the duration of a block (to generate from it); None when there is no model."""
-        ...
 
 
 class ModelReference:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import torch
 
@@ -16,10 +16,19 @@ from ..losses import LossOutput, compute_weighted
 from ..models.logprobs import SequenceLogps, policy_logps
 from .metrics import MetricAccumulator, drift_values, pair_metrics
 
-if TYPE_CHECKING:
-    from .reference import Reference
-
 Values = dict[str, torch.Tensor]
+
+
+class Reference(Protocol):
+    """Gives (log πref(chosen), log πref(rejected)), each (B,), for a batch; None when the loss needs no reference."""
+
+    name: str
+
+    def logps(self, batch: PreferenceBatch) -> tuple[torch.Tensor, torch.Tensor] | None: ...
+
+    def as_model(self) -> contextlib.AbstractContextManager[torch.nn.Module | None]:
+        """The reference as a model for the duration of a block (to generate from it); None when there is no model."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -46,7 +55,7 @@ class LossFunction:
                                 chosen_lengths=lengths[:b], rejected_lengths=lengths[b:])
 
 
-def loss_on_batch(model: torch.nn.Module, batch: PreferenceBatch, reference: "Reference", loss: LossFunction, chunk: int) -> tuple[torch.Tensor, Values]:
+def loss_on_batch(model: torch.nn.Module, batch: PreferenceBatch, reference: Reference, loss: LossFunction, chunk: int) -> tuple[torch.Tensor, Values]:
     """The weighted mean loss of a batch (with gradients) and its per-pair metric values (each (B,))."""
     policy = policy_logps(model, batch, chunk)
     b = batch.num_pairs
@@ -59,11 +68,13 @@ def loss_on_batch(model: torch.nn.Module, batch: PreferenceBatch, reference: "Re
     values["lengths/chosen_minus_rejected"] = (lengths[:b] - lengths[b:]).float()
     if ref is not None:
         values["ref_logps/chosen"], values["ref_logps/rejected"] = ref[0].detach().float(), ref[1].detach().float()
-        values["drift/abs_logratio"] = drift_values(values["logps/chosen"] - values["ref_logps/chosen"], values["logps/rejected"] - values["ref_logps/rejected"])
+        values["logratios/chosen"] = values["logps/chosen"] - values["ref_logps/chosen"]
+        values["logratios/rejected"] = values["logps/rejected"] - values["ref_logps/rejected"]
+        values["drift/abs_logratio"] = drift_values(values["logratios/chosen"], values["logratios/rejected"])
     return value, values
 
 
-def reference_values(reference: "Reference", batch: PreferenceBatch) -> Values:
+def reference_values(reference: Reference, batch: PreferenceBatch) -> Values:
     """The reference's log-probs of a batch's pairs, as per-pair values (what the precompute pass stores)."""
     out = reference.logps(batch)
     if out is None:

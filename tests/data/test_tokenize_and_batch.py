@@ -277,3 +277,15 @@ def test_drop_last_keeps_a_full_last_batch_and_first_fit_fills_a_row_exactly() -
         assert len(LengthGroupedBatches([5, 9, 2, 7, 3, 8, 1], 4, seed=1, shuffle=shuffle, drop_last=True).batches(0)) == 1
     assert _first_fit([0, 1], [5, 5], 1, 10) == [[0, 1]]  # a row filled to exactly its size
     assert _first_fit([0, 1], [5, 6], 1, 10) is None
+
+
+def test_a_packing_search_that_runs_out_of_budget_loses_no_segment() -> None:
+    """[50, 40, 30, 30, 25, 25] in rows of 100 fit in 2 rows only as {50, 25, 25} + {40, 30, 30}, which neither heuristic
+    finds: the search finds it with its budget, and with a budget of one step gives up (3 rows), never returning a
+    partial assignment that drops segments."""
+    lengths = [50, 40, 30, 30, 25, 25]
+    found = pack_rows(lengths, 100)
+    assert len(found) == 2 and sorted(i for row in found for i in row) == list(range(6))
+    starved = pack_rows(lengths, 100, search_nodes=1)
+    assert sorted(i for row in starved for i in row) == list(range(6))
+    assert len(starved) == 3 and all(sum(lengths[i] for i in row) <= 100 for row in starved)

@@ -13,10 +13,10 @@ from preftune.cli import main
 from preftune.config import GenerationConfig, JudgeConfig, RunConfig
 from preftune.data.tokenize import TokenizedPair
 from preftune.errors import JudgeError
-from preftune.evaluation.generation import decode_usage, kl_estimate, length_stats
+from preftune.evaluation.generation import decode_usage, sampled_kl, sample_lengths
 from preftune.stats import mean_stderr
 from preftune.models.generate import Sample, filter_logits, generate, sample_tokens
-from preftune.evaluation.judges import load_judge, win_rate
+from preftune.evaluation.judging import load_judge, win_rate
 from preftune.evaluation.models import load_eval_models
 from preftune.evaluation.preference import preference_summary
 from preftune.evaluation.run import sample_pairs, score_pairs
@@ -71,12 +71,12 @@ def test_preference_summary_without_reference_uses_own_logps() -> None:
     assert out["rewards/chosen"] == pytest.approx(0.1 * -3)
 
 
-def test_kl_estimate_and_length_stats() -> None:
+def test_sampled_kl_and_sample_lengths() -> None:
     gen = GenerationConfig()
-    kl = kl_estimate(t(-1, -2, -3), t(-2, -2, -5), gen)
+    kl = sampled_kl(t(-1, -2, -3), t(-2, -2, -5), gen)
     assert kl["estimate"] == pytest.approx(1.0) and "note" not in kl
-    assert "note" in kl_estimate(t(-1), t(-1), GenerationConfig(temperature=0.7))
-    st = length_stats([Sample(0, 0, [1, 2, 3], True), Sample(0, 1, [1], False)])
+    assert "note" in sampled_kl(t(-1), t(-1), GenerationConfig(temperature=0.7))
+    st = sample_lengths([Sample(0, 0, [1, 2, 3], True), Sample(0, 1, [1], False)])
     assert st["mean"] == 2 and st["max"] == 3 and st["truncated_fraction"] == 0.5
 
 
@@ -244,7 +244,8 @@ def test_eval_generation_kl_and_judges(lora_run: tuple[RunConfig, Path], capsys:
     diffs = [s["policy_logp"] - s["reference_logp"] for s in samples]
     assert g["kl"]["estimate"] == pytest.approx(sum(diffs) / len(diffs))
     assert g["judge"]["reward_mean"] == pytest.approx(sum(-len(s["response"]) for s in samples) / 8)
-    assert 0.0 <= g["judge"]["win_rate"] <= 1.0 and g["judge"]["comparisons"] == 8
+    shorter = [(len(s["response"]) < len(s["reference_response"])) + 0.5 * (len(s["response"]) == len(s["reference_response"])) for s in samples]
+    assert g["judge"]["win_rate"] == pytest.approx(sum(shorter) / 8) and g["judge"]["comparisons"] == 8
     # with the reference being the policy itself, every log-ratio and the KL estimate are exactly 0
     assert main(["eval", "--model", str(cfg.model.name_or_path), "--reference", str(cfg.model.name_or_path), "--data", str(held), "--json",
                  "--generate", "--output-dir", str(tmp_path / "same"), "generation.max_new_tokens=4", "generation.max_prompts=3"]) == 0

@@ -13,7 +13,7 @@ import preftune
 from preftune.cli import main
 from preftune.config import IterateConfig, JudgeConfig, load_config
 from preftune.errors import ConfigError, DataError
-from preftune.evaluation.judges import load_judge
+from preftune.evaluation.judging import load_judge
 from preftune.iterate.page import change, write_page
 from preftune.iterate.pairs import best_and_worst, correct_samples, pick_best_worst, pick_correct_incorrect, sample_scores, select_pairs
 from preftune.iterate.rounds import sampling_summary, settles, training_examples

@@ -172,3 +172,17 @@ def test_the_free_space_check_uses_the_runs_checkpoint_size(tmp_path: Path, tiny
 
     with pytest.raises(PreftuneError, match=rf"MiB free, but this run writes up to about {need / 2**20:.0f} MiB"):
         train(cfg, show_progress=False)
+
+
+@pytest.mark.parametrize(("old", "new", "value"), [("model.attention", "experimental.attention", "segments"),
+                                                   ("train.compile", "experimental.compile", "true"),
+                                                   ("train.static_shapes", "experimental.static_shapes", "true"),
+                                                   ("train.compile_backend", "experimental.compile_backend", "aot_eager"),
+                                                   ("train.compile_mode", "experimental.compile_mode", "reduce-overhead")])
+def test_a_key_moved_to_experimental_names_its_new_place(old: str, new: str, value: str) -> None:
+    from preftune.config import load_config
+
+    with pytest.raises(ConfigError, match=f"{old} is now {new}. Fix: write {new}: "):
+        load_config(None, [f"{old}={value}"])
+    section, key = new.split(".")
+    assert str(getattr(getattr(load_config(None, [f"{new}={value}", "experimental.compile=true", "experimental.static_shapes=true"]), section), key)).lower() == value

@@ -145,7 +145,7 @@ def test_registry_queries_cover_every_loss_and_kto() -> None:
 
 def test_kto_against_a_positive_reference_point_with_both_weights() -> None:
     """z₀ > 0 (so its sign and the clamp matter), λ_U ≠ λ_D, β ≠ 0.1: each example's loss, the rewards and z₀ itself."""
-    from preftune.losses import kl_estimate
+    from preftune.losses import kto_reference_point
 
     pl, rl = torch.tensor([-10.0, -20.0, -5.0, -8.0]), torch.tensor([-12.0, -18.0, -6.0, -8.5])
     pkl, rkl = torch.tensor([-30.0, -25.0, -40.0, -35.0]), torch.tensor([-31.0, -27.0, -40.5, -36.0])
@@ -158,7 +158,38 @@ def test_kto_against_a_positive_reference_point_with_both_weights() -> None:
     assert out.losses.tolist() == pytest.approx(want, rel=1e-6)
     assert out.rewards.tolist() == pytest.approx([0.5 * v for v in r], rel=1e-6) and not out.rewards.requires_grad
     assert float(out.kl) == pytest.approx(z, rel=1e-6)
-    assert float(kl_estimate(pkl, rkl)) == pytest.approx(z, rel=1e-6)
-    assert float(kl_estimate(rkl, pkl)) == 0.0  # a negative mean log-ratio is clamped at 0
+    assert float(kto_reference_point(pkl, rkl)) == pytest.approx(z, rel=1e-6)
+    assert float(kto_reference_point(rkl, pkl)) == 0.0  # a negative mean log-ratio is clamped at 0
     given = kto_loss(pl, rl, labels, pkl, rkl, beta=0.5, kl=torch.tensor(3.0))
     assert float(given.kl) == 3.0 and given.losses[0].item() == pytest.approx(1 - sig(0.5 * (r[0] - 3.0)), rel=1e-6)
+
+
+NON_DEFAULT = {  # a value inside each parameter's domain other than its default, so every term of a formula is exercised
+    "cdpo": {"label_smoothing": 0.25}, "robust": {"label_smoothing": 0.3}, "ipo": {"normalize": "sum"}, "dpop": {"lambda_": 5.0},
+    "rpo": {"alpha": 0.3}, "simpo": {"gamma_beta_ratio": 1.3, "label_smoothing": 0.2}, "orpo": {"lambda_": 0.7},
+    "exo_pair": {"label_smoothing": 0.1}, "aot": {"label_smoothing": 0.2}, "aot_pair": {"label_smoothing": 0.35}, "discopop": {"tau": 0.5},
+}
+
+
+def test_every_parameter_has_a_non_default_case() -> None:
+    assert {n for n in REGISTRY if REGISTRY[n].params} == set(NON_DEFAULT)
+    for name, params in NON_DEFAULT.items():
+        assert all(params[k] != REGISTRY[name].params[k] for k in REGISTRY[name].params), name
+
+
+@pytest.mark.parametrize("name", sorted(NON_DEFAULT))
+def test_non_default_parameters_and_beta_match_the_formula(name: str) -> None:
+    """β and every parameter away from their defaults (label smoothing ε of simpo, aot and aot_pair included), against
+    the independent float64 formulas."""
+    beta, params = 0.37, NON_DEFAULT[name]
+    x = random_inputs(32, 20.0, seed=11 + len(name))
+    got = compute_loss(name, beta=beta, **params, **x).losses.tolist()
+    cols = [x[k].tolist() for k in ("policy_chosen_logps", "policy_rejected_logps", "reference_chosen_logps",
+                                     "reference_rejected_logps", "chosen_lengths", "rejected_lengths")]
+    if name in ("aot", "aot_pair"):
+        want = ref.sorted_pair_losses(name, *cols[:4], beta, params)
+    else:
+        want = [ref.pair_loss(name, *row, beta, params) for row in zip(*cols)]
+    assert got == pytest.approx(want, rel=1e-6, abs=1e-9)
+    default = compute_loss(name, beta=beta, **x).losses.tolist()
+    assert got != pytest.approx(default, rel=1e-6)  # the parameter changed the loss: it is not ignored

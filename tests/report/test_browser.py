@@ -89,7 +89,7 @@ def test_slider_moves_loss_to_pythons_value(browser: Any, tiny_run: Path) -> Non
 
 
 def test_every_loss_matches_python_on_random_pairs(browser: Any, tiny_run: Path) -> None:
-    page, _ = open_report(browser, tiny_run)
+    page, errors = open_report(browser, tiny_run)
     rng = random.Random(0)
     specs = page.evaluate("() => JSON.parse(document.getElementById('run-data').textContent).explorer.losses")
     assert sorted(s["name"] for s in specs) == sorted(NAMES)
@@ -105,4 +105,5 @@ def test_every_loss_matches_python_on_random_pairs(browser: Any, tiny_run: Path)
             assert close(got["chosen_reward"], want["chosen_reward"], 1e-12, 1e-12)
             tried += 1
     assert tried == 20 * len(NAMES)
+    assert errors == []
     page.close()

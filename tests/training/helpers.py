@@ -39,3 +39,21 @@ def weights(run_dir: Path) -> dict[str, torch.Tensor]:
     folder = run_dir / "model"
     f = folder / "adapter_model.safetensors"
     return load_file(str(f if f.exists() else folder / "model.safetensors"))
+
+
+def assert_trained_weights(run_dir: Path, start_dir: Path) -> None:
+    """The run's saved weights load, are finite, have the start model's names and shapes, and differ from the start."""
+    start, saved = load_file(str(start_dir / "model.safetensors")), weights(run_dir)
+    assert set(saved) == set(start) and all(saved[k].shape == start[k].shape for k in start)
+    assert all(torch.isfinite(v).all() for v in saved.values())
+    assert any(not torch.equal(saved[k], start[k]) for k in start), "the saved weights are the start model's"
+
+
+def assert_reference_table(folder: Path, at_least: int) -> None:
+    """A cached reference table holds finite, negative log-probs (sums of log-probs) of at least `at_least` pairs."""
+    files = list(folder.glob("*.safetensors"))
+    assert files, f"no reference table in {folder}"
+    tables = [load_file(str(f)) for f in files]
+    for side in ("chosen", "rejected"):
+        values = torch.cat([t[side] for t in tables])
+        assert values.numel() >= at_least and torch.isfinite(values).all() and (values < 0).all(), side

@@ -165,7 +165,11 @@ def test_a_kto_run_is_evaluated_on_pairs_by_its_implicit_rewards(tmp_path: Path,
     result = train(kto_config(tmp_path, tiny_model_dir, "train.max_steps=4", records=TOY[:20]), show_progress=False)
     data = write_jsonl(tmp_path / "pairs.jsonl", TOY[20:28])
     out = preftune.evaluate(str(result.output_dir), str(data), progress=False)
-    assert 0 <= out["preference"]["rewards/accuracies"] <= 1 and out["preference"]["rewards/margins"] != 0
+    p = out["preference"]
+    assert p["pairs"] == 8 and (p["rewards/accuracies"] * 16).is_integer()  # 8 pairs, ties counting one half
+    assert out["loss"] == "kto" and out["beta"] == 0.1
+    assert p["rewards/chosen"] == pytest.approx(0.1 * p["logratios/chosen"], rel=1e-5)  # KTO's reward: β·(log π − log πref)
+    assert p["rewards/margins"] == pytest.approx(p["rewards/chosen"] - p["rewards/rejected"], rel=1e-5) and abs(p["rewards/margins"]) > 1e-4
 
 
 @pytest.mark.parametrize("overrides,message", [

@@ -13,7 +13,7 @@ from preftune.errors import ModelError
 from preftune.models.loading import load_model
 from preftune.training.run import train
 
-from .helpers import TOY, tiny_config, weights
+from .helpers import TOY, assert_reference_table, tiny_config, weights
 
 
 def test_early_stopping_when_held_out_margins_stop_rising(tmp_path: Path, tiny_model_dir: Path) -> None:
@@ -50,7 +50,7 @@ def test_precompute_ref_cli_writes_the_cache(tmp_path: Path, tiny_model_dir: Pat
     write_config(cfg, path)
     out = subprocess.run([sys.executable, "-m", "preftune", "precompute-ref", str(path)], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
-    assert list((tmp_path / "ref").glob("*.safetensors"))
+    assert_reference_table(tmp_path / "ref", at_least=40)  # the whole split of the 40 toy pairs
     bad = subprocess.run([sys.executable, "-m", "preftune", "precompute-ref", str(path), "loss.name=simpo"], capture_output=True, text=True, timeout=300)
     assert bad.returncode == 2 and "reference-free" in bad.stderr
 

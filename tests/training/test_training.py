@@ -12,7 +12,7 @@ import torch
 
 from preftune.training.run import train
 
-from .helpers import tiny_config, train_metrics, weights
+from .helpers import assert_reference_table, assert_trained_weights, tiny_config, train_metrics, weights
 
 
 def test_loss_falls_on_a_learnable_toy_preference(tmp_path: Path, tiny_model_dir: Path) -> None:
@@ -24,7 +24,8 @@ def test_loss_falls_on_a_learnable_toy_preference(tmp_path: Path, tiny_model_dir
     names = set(train_metrics(result.output_dir)[0])
     assert {"loss", "rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies", "logps/chosen", "logps/rejected",
             "logits/chosen", "logits/rejected", "grad_norm", "learning_rate"} <= names
-    assert (result.output_dir / "model" / "model.safetensors").exists() and (result.output_dir / "README.md").exists()
+    assert_trained_weights(result.output_dir, tiny_model_dir)
+    assert "Trained with preftune: loss `dpo` (β = 0.1)" in (result.output_dir / "README.md").read_text()  # the model card names the loss
 
 
 def test_three_reference_strategies_give_the_same_losses_at_every_step(tmp_path: Path, tiny_model_dir: Path) -> None:
@@ -38,7 +39,7 @@ def test_three_reference_strategies_give_the_same_losses_at_every_step(tmp_path:
     assert losses["separate"][-1] < losses["separate"][0]  # the adapter moved, so the reference matters
     for other in ("adapter_disabled", "precomputed"):
         assert losses[other] == pytest.approx(losses["separate"], abs=1e-5), other
-    assert list((tmp_path / "ref").glob("*.safetensors")), "precomputed table cached"
+    assert_reference_table(tmp_path / "ref", at_least=5 * 4)  # the pairs of the 5 steps of 4
 
 
 def test_precomputed_reference_is_reused_by_a_later_run(tmp_path: Path, tiny_model_dir: Path, caplog) -> None:

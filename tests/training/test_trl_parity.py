@@ -7,7 +7,7 @@ schedule over the same 5 steps; gradient clipping at 1.0; standard (string) data
 tokenize as prompt + response + EOS with the response found on token ids; a separate frozen
 reference model. The first step's loss is log 2 for both and proves nothing, so the test checks
 the first step's logps/chosen and logps/rejected (tokenization and log-prob computation) to 1e-5
-and the loss over the first five steps (optimizer and schedule) to 1e-3.
+and the loss over the first five steps (optimizer and schedule) to 1e-4.
 """
 
 from __future__ import annotations
@@ -52,5 +52,5 @@ def test_first_step_logps_and_five_step_losses_match_trl(tmp_path: Path, tiny_mo
     assert ours[0]["logps/chosen"] == pytest.approx(theirs[0]["logps/chosen"], rel=1e-5)
     assert ours[0]["logps/rejected"] == pytest.approx(theirs[0]["logps/rejected"], rel=1e-5)
     ours_losses, their_losses = [m["loss"] for m in ours], [h["loss"] for h in theirs]
-    assert ours_losses == pytest.approx(their_losses, abs=1e-3), json.dumps({"preftune": ours_losses, "trl": their_losses})
+    assert ours_losses == pytest.approx(their_losses, abs=1e-4), json.dumps({"preftune": ours_losses, "trl": their_losses})
     assert ours_losses[-1] < ours_losses[0] - 1e-3  # training moved, so agreement at later steps means something
