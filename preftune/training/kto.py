@@ -12,7 +12,7 @@ from ..config import LossConfig
 from ..data.batch import PreferenceBatch
 from ..losses import kto_reference_point, kto_loss, loss_params
 from ..models.logprobs import policy_logps
-from .scoring import Reference
+from .scoring import Reference, weighted_mean
 
 Values = dict[str, torch.Tensor]
 
@@ -47,8 +47,7 @@ def kto_on_batch(model: torch.nn.Module, batch: PreferenceBatch, reference: Refe
         kl = loss.gather(kl.reshape(1)).mean().clamp(min=0)
     out = kto_loss(policy.chosen(b), ref[0], labels, policy.rejected(b), ref[1], beta=loss.beta,
                    desirable_weight=loss.desirable_weight, undesirable_weight=loss.undesirable_weight, kl=kl)
-    w = batch.weights.to(out.losses.dtype)
-    value = (out.losses * w).sum() / w.sum().clamp(min=1e-12)
+    value = weighted_mean(out.losses, batch.weights)
     d, u = labels.float(), (~labels).float()
     tokens = batch.lengths[:b].float()
     logps, rewards, logits = policy.chosen(b).detach().float(), out.rewards.float(), policy.mean_logits[:b].float() * tokens

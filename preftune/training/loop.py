@@ -3,7 +3,6 @@ stop when due. It uses the parts `setup.setup_run` built and nothing else."""
 
 from __future__ import annotations
 
-import contextlib
 import math
 import time
 from collections.abc import Callable
@@ -97,27 +96,25 @@ def optimizer_step(run: Run) -> Metrics:
     """Run `train.grad_accum` micro-batches, clip, step; returns the step's metrics (means over all pairs and processes)."""
     acc = MetricAccumulator()
     indices: list[int] = []
-    accelerator, grad_accum = run.accelerator, run.cfg.train.grad_accum
-    deepspeed = accelerator.distributed_type == "DEEPSPEED"  # its engine accumulates, scales, clips and steps inside backward
+    accelerator, grad_accum, mode = run.accelerator, run.cfg.train.grad_accum, run.mode
     for micro in range(grad_accum):
         batch = run.stream.next()
         indices += batch.indices.tolist()
         last = micro == grad_accum - 1
-        ctx = accelerator.no_sync(run.policy) if (not last and accelerator.num_processes > 1 and not deepspeed) else contextlib.nullcontext()
-        with ctx:
+        with mode.micro_batch(run.policy, last):
             with accelerator.autocast():  # the reference's forward too runs in the run's mixed precision
-                loss, values = run.objective(run.policy, batch, run.ref_train, run.loss, run.cfg.train.logits_chunk)
+                loss, values = run.objective.on_batch(run.policy, batch, run.ref_train, run.cfg.train.logits_chunk)
             nonfinite = not bool(torch.isfinite(loss.detach()).all())
             if run.any_process(nonfinite)[0]:
                 indices += run.stream.skip(grad_accum - micro - 1)  # the rest of the step's batches go with it
                 run.optimizer.zero_grad(set_to_none=True)
                 raise NonFiniteLoss(f"step {run.state.step + 1}: the loss is {loss.item()} on the batch of pairs {batch.indices.tolist()} "
                                     "(data-set positions). Try a lower learning rate or check those pairs.", run.state.step + 1, indices)
-            accelerator.backward(loss if deepspeed else loss / grad_accum)
+            mode.backward(loss, grad_accum)
         acc.add(values)
         acc.add_total("num_tokens", batch.token_count())
         acc.add_total("num_positions", torch.tensor(batch.input_ids.numel()))
-    grad_norm = _clip(run.policy, accelerator, run.cfg.train.max_grad_norm, deepspeed)
+    grad_norm = mode.clip(run.policy, run.cfg.train.max_grad_norm)
     if not math.isfinite(grad_norm):
         run.optimizer.zero_grad(set_to_none=True)
         raise NonFiniteLoss(f"step {run.state.step + 1}: the gradient norm is {grad_norm} on the pairs {indices} (data-set positions). "
@@ -126,7 +123,7 @@ def optimizer_step(run: Run) -> Metrics:
     run.optimizer.step()
     run.scheduler.step()
     run.optimizer.zero_grad(set_to_none=True)
-    return run.summarize(acc.reduce(run.gather, count_key="num_pairs")) | {"grad_norm": grad_norm, "learning_rate": lr}
+    return run.objective.summarize(acc.reduce(run.gather, count_key="num_pairs")) | {"grad_norm": grad_norm, "learning_rate": lr}
 
 
 def skip_step(run: Run, e: NonFiniteLoss) -> str:
@@ -148,11 +145,7 @@ def finish(run: Run, callbacks: Callbacks, before: Metrics, after: Metrics, last
     model = run.accelerator.unwrap_model(run.policy).model
     result = TrainResult(run.folder.path, run.state.step, run.history, before, after, last, stop_reason, time.time() - run.started,
                          run.diagnostics.findings, run.state.skipped_steps, model, run.data.tokenizer)
-    full = None
-    if run.sharded and stop_reason != "interrupted":  # every process takes part in gathering the weights; the main one writes
-        from .sharding import full_state
-
-        full = full_state(run.policy)
+    full = run.mode.final_state(run.policy) if stop_reason != "interrupted" else None  # every process takes part; the main one writes
     if stop_reason != "interrupted" and run.folder.path is not None:
         result.paths = save_outputs(run, result, full)
     if run.main:
@@ -160,17 +153,3 @@ def finish(run: Run, callbacks: Callbacks, before: Metrics, after: Metrics, last
     if run.cfg.report_to:
         run.accelerator.end_training()
     return result
-
-
-def _clip(model: torch.nn.Module, accelerator: object, max_norm: float | None, deepspeed: bool) -> float:
-    if deepspeed:  # clipped and stepped by the engine in backward: its norm
-        norm = model.get_global_grad_norm()  # type: ignore[operator]
-        return float(norm) if norm is not None else 0.0
-    params = [p for p in model.parameters() if p.requires_grad and p.grad is not None]
-    if max_norm is not None:
-        norm = accelerator.clip_grad_norm_(params, max_norm)  # type: ignore[attr-defined]
-    elif params:
-        norm = torch.nn.utils.get_total_norm([p.grad for p in params])
-    else:
-        return 0.0
-    return float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm)  # sharded (FSDP) gradients give a DTensor

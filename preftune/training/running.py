@@ -14,15 +14,16 @@ from ..config import RunConfig
 from ..data.pipeline import LoadedData
 from ..data.prepare import TokenizedSplit
 from ..data.stream import BatchSource, BatchStream
-from . import kto, sharding, zero
 from .artifacts import DIAGNOSTICS, EVAL_PAIRS, METRICS, MODEL_CARD, MODEL_DIR, SUMMARY, data_summary, eval_pair_records, write_json, write_jsonl, write_text_atomic
 from .callbacks import Metrics, TrainResult
 from .checkpoint import TrainState, remove_partial, save_checkpoint
 from .diagnostics import Diagnostics
+from .modes import Mode
+from .objectives import Objective
 from .outputs import SUMMARY_KEYS, model_card, save_final, save_tensors, save_trainable
 from .reference import PrecomputedReference, Reference
 from .samples import add_samples, sample_answers
-from .scoring import LossFunction, score
+from .scoring import score
 from .tracking import MetricsFile
 
 EVAL_KEEP = ("rewards/margins", "lengths/chosen_minus_rejected", "rewards/chosen", "rewards/rejected")
@@ -67,7 +68,7 @@ class Run:
     ref_train: Reference
     ref_eval: Reference
     strategy: str
-    loss: LossFunction | kto.KTOLoss
+    objective: Objective                   # what it trains: a pair loss, KTO or SFT, each with its metric summary
     optimizer: torch.optim.Optimizer
     scheduler: Any
     stream: BatchStream
@@ -76,9 +77,7 @@ class Run:
     resumed: bool
     folder: RunFolder
     diagnostics: Diagnostics
-    objective: Any  # (model, batch, reference, loss, chunk) -> (loss, per-pair values): the preference loss, KTO's or SFT's NLL
-    summarize: Any  # the step's reduced values -> its metrics (SFT: token-mean loss and accuracy; KTO: means per label)
-    sharded: bool = False  # FSDP on CPU processes (torch's fully_shard): state dicts are gathered from every process
+    mode: Mode  # single process or DDP, FSDP, FSDP on CPU processes, DeepSpeed ZeRO
     history: list[dict[str, Any]] = field(default_factory=list)
     started: float = field(default_factory=time.time)
 
@@ -104,12 +103,12 @@ class Run:
         assert self.data.eval is not None
         was_training = self.policy.training
         self.policy.eval()
-        values = lambda b: self.objective(self.policy, b, self.ref_eval, self.loss, self.cfg.train.logits_chunk)[1]  # noqa: E731
+        values = lambda b: self.objective.on_batch(self.policy, b, self.ref_eval, self.cfg.train.logits_chunk)[1]  # noqa: E731
         keep = EVAL_KEEP if self.cfg.stage == "preference" and not self.cfg.loss.unpaired() else ()
         means, per_pair = score(self.data.eval.epoch(0), values, keep, self.accelerator.autocast, self.gather)
         if was_training:
             self.policy.train()
-        ev = {f"eval/{k}": v for k, v in self.summarize(means).items()}
+        ev = {f"eval/{k}": v for k, v in self.objective.summarize(means).items()}
         lists = {k: v.tolist() for k, v in per_pair.items()}
         ev |= self.diagnostics.observe_eval(self.state.step, ev, lists.get(EVAL_KEEP[0], []), lists.get(EVAL_KEEP[1], []))
         if self.folder.path is not None and self.data.eval_split is not None and keep:
@@ -130,13 +129,7 @@ class Run:
         """Write checkpoint-{step} (weights, optimizer, scheduler, RNG, stream position); None for an in-memory run."""
         self.accelerator.wait_for_everyone()
         model = self.accelerator.unwrap_model(self.policy).model
-        if self.sharded:  # every process takes part in gathering; the main one writes
-            weights = sharding.full_state(self.policy, trainable_only=True)
-            optimizer_state = sharding.full_optimizer_state(self.policy, self.optimizer.optimizer)
-        elif self.accelerator.distributed_type == "DEEPSPEED":  # every process gives its slice; the weights are whole on each
-            weights, optimizer_state = None, zero.full_optimizer_state(self.optimizer)
-        else:
-            weights, optimizer_state = None, None
+        weights, optimizer_state = self.mode.checkpoint_state(self.policy, self.optimizer)  # every process takes part
         self.save_reference()  # every process its own pairs
         if self.folder.path is None:
             return None
@@ -144,7 +137,7 @@ class Run:
         self.state.metrics_lines = self.folder.metrics.lines if self.folder.metrics is not None else None
         self.folder.write(DIAGNOSTICS, self.diagnostics.summary())
         save_model = save_trainable if weights is None else (lambda _, folder: save_tensors(weights, folder))
-        return save_checkpoint(self.folder.path, self.state, model, optimizer_state or self.optimizer.state_dict(), self.scheduler.state_dict(),
+        return save_checkpoint(self.folder.path, self.state, model, optimizer_state, self.scheduler.state_dict(),
                                self.cfg.train.save_total_limit, save_model)
 
     def save_reference(self) -> None:

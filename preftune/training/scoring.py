@@ -55,6 +55,12 @@ class LossFunction:
                                 chosen_lengths=lengths[:b], rejected_lengths=lengths[b:])
 
 
+def weighted_mean(losses: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """Σ wᵢ·lossᵢ / Σ wᵢ: a batch's loss with each example weighted (data `weight`, default 1)."""
+    w = weights.to(losses.dtype)
+    return (losses * w).sum() / w.sum().clamp(min=1e-12)
+
+
 def loss_on_batch(model: torch.nn.Module, batch: PreferenceBatch, reference: Reference, loss: LossFunction, chunk: int) -> tuple[torch.Tensor, Values]:
     """The weighted mean loss of a batch (with gradients) and its per-pair metric values (each (B,))."""
     policy = policy_logps(model, batch, chunk)
@@ -62,8 +68,7 @@ def loss_on_batch(model: torch.nn.Module, batch: PreferenceBatch, reference: Ref
     ref = reference.logps(batch)
     lengths = batch.lengths
     out = loss(policy, ref, lengths, b)
-    w = batch.weights.to(out.losses.dtype)
-    value = (out.losses * w).sum() / w.sum().clamp(min=1e-12)
+    value = weighted_mean(out.losses, batch.weights)
     values = pair_metrics(out, policy, b)
     values["lengths/chosen_minus_rejected"] = (lengths[:b] - lengths[b:]).float()
     if ref is not None:

@@ -14,7 +14,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors.torch import load_file
 
 from ..config import RunConfig
 from ..data.pipeline import Sources
@@ -32,14 +31,15 @@ from ..models.logprobs import LogpsModel
 from .artifacts import CONFIG, DATA_SUMMARY, data_summary
 from .checkpoint import TrainState, checkpoint_bytes, latest_valid_checkpoint, load_checkpoint, verify
 from .diagnostics import Diagnostics, not_applicable
-from .outputs import TRAINABLE, load_trainable, write_config
+from .outputs import write_config
+from .objectives import choose_objective
+from .modes import Mode, launch_settings, pick_mode
 from .progress import stage
 from .running import Run, RunData, RunFolder
 from .reference import (AdapterDisabledReference, NoReference, PrecomputedReference, Reference, ReferenceTable, SeparateReference,
                         StartAdapterReference, add_frozen_start_adapter, default_reference_cache, model_fingerprint, pairs_fingerprint,
                         precompute)
-from . import host_memory, kto, scoring, sft, sharding, zero
-from .scoring import LossFunction
+from . import host_memory, kto
 from .tracking import flat_config, tracker_setup
 
 logger = logging.getLogger("preftune.training")
@@ -65,33 +65,8 @@ def make_accelerator(cfg: RunConfig) -> Any:
     host_memory.fix_mmap_threshold(cfg.train.host_mmap_threshold_kib)
     AcceleratorState._reset_state()  # a later run in the same process may ask for another precision (the process group stays)
     GradientState._reset_state()
-    deepspeed = os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() == "true"  # DeepSpeed brings its own CPU accelerator (gloo)
-    cpu_processes = int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available() and not deepspeed
     trackers = tracker_setup(cfg.report_to, Path(cfg.output_dir)) if cfg.output_dir else {}
-    handlers = []
-    if deepspeed and not torch.cuda.is_available():  # else accelerate finds no backend on CPU and counts one process
-        from accelerate.utils import InitProcessGroupKwargs
-
-        handlers.append(InitProcessGroupKwargs(backend="gloo"))
-    accelerator = Accelerator(mixed_precision=cfg.train.mixed_precision, cpu=cpu_processes, kwargs_handlers=handlers, **trackers)
-    if accelerator.distributed_type == "DEEPSPEED":
-        stage = accelerator.state.deepspeed_plugin.deepspeed_config.get("zero_optimization", {}).get("stage")
-        logger.info("DeepSpeed ZeRO stage %s on %d processes (%s)", stage, accelerator.num_processes, accelerator.device)
-    return accelerator
-
-
-def deepspeed_settings(accelerator: Any, cfg: RunConfig) -> None:
-    """Fill the launch config's DeepSpeed settings from the run's: micro-batch per process, accumulation, clipping (the
-    preftune config wins where the two differ, with a log line); no dataloader is prepared for DeepSpeed to read them from."""
-    ds = accelerator.state.deepspeed_plugin.deepspeed_config
-    want = {"train_micro_batch_size_per_gpu": cfg.train.batch_size, "gradient_accumulation_steps": cfg.train.grad_accum,
-            "gradient_clipping": cfg.train.max_grad_norm or 0.0}
-    for key, value in want.items():
-        if ds.get(key, "auto") not in ("auto", value):
-            logger.info("DeepSpeed %s %s from the accelerate config is replaced by the run's %s", key, ds[key], value)
-        ds[key] = value
-    ds["train_batch_size"] = cfg.train.batch_size * cfg.train.grad_accum * accelerator.num_processes
-    ds["zero_allow_untested_optimizer"] = True  # torch's AdamW, as every other preftune run uses
+    return Accelerator(mixed_precision=cfg.train.mixed_precision, **launch_settings(), **trackers)
 
 
 def resolve_strategy(cfg: RunConfig, lora: bool | None = None) -> str:
@@ -110,7 +85,7 @@ def resolve_strategy(cfg: RunConfig, lora: bool | None = None) -> str:
     return strategy
 
 
-def build_reference(cfg: RunConfig, policy: torch.nn.Module | None, accelerator: Any, strategy: str,
+def build_reference(cfg: RunConfig, policy: torch.nn.Module | None, accelerator: Any, mode: Mode, strategy: str,
                     frozen_start: torch.nn.Module | None = None, continuing: bool = False, tokenizer: Any = None) -> Reference:
     """The live reference for `strategy` (precomputed builds on this: see `precomputed_tables`). `frozen_start` is a
     frozen copy of a model the caller passed, used instead of loading `model.name_or_path`; `continuing` says the LoRA
@@ -136,10 +111,8 @@ def build_reference(cfg: RunConfig, policy: torch.nn.Module | None, accelerator:
     if ref_path is not None and policy is not None:
         check_same_vocabulary(accelerator.unwrap_model(policy), model, ref_path, "reference.name_or_path", tokenizer)
     model = model.to(accelerator.device)
-    if accelerator.distributed_type == "FSDP":  # DistributedType is a str enum
-        model = accelerator.prepare_model(LogpsModel(model, chunk), evaluation_mode=True)  # sharded like the policy
-    elif sharding.cpu_fsdp(accelerator):
-        model = sharding.shard(LogpsModel(model, chunk))
+    if mode.rewraps:
+        model = mode.shard_reference(LogpsModel(model, chunk))  # sharded like the policy
     return SeparateReference(model, chunk)
 
 
@@ -308,12 +281,8 @@ def setup_run(cfg: RunConfig, model: torch.nn.Module | None = None, tokenizer: A
 
     lora = cfg.model.lora.enabled or (model is not None and is_peft(model))
     strategy = resolve_strategy(cfg, lora)
-    sharded = sharding.cpu_fsdp(accelerator)
-    if sharded:
-        logger.info("FSDP on %d CPU processes: torch's fully_shard (accelerate shards only on accelerators)", accelerator.num_processes)
-        if strategy == "adapter_disabled" or (strategy == "precomputed" and lora and cfg.reference.name_or_path is None):
-            raise ConfigError(f"reference.strategy {strategy} with LoRA uses the policy's own weights as the reference, which FSDP on CPU "
-                              "does not gather outside the policy's forward pass. Fix: reference.strategy: separate (sharded like the policy).")
+    mode = pick_mode(accelerator)
+    mode.check(strategy, lora, cfg.reference.name_or_path is not None)
     needs_copy = model is not None and cfg.reference.name_or_path is None and (strategy == "separate" or (strategy == "precomputed" and not lora))
     policy, frozen = setup_policy(cfg, model, needs_copy)
     if out_dir is not None and accelerator.is_main_process:
@@ -326,7 +295,7 @@ def setup_run(cfg: RunConfig, model: torch.nn.Module | None = None, tokenizer: A
     if cfg.train.gradient_checkpointing:
         enable_checkpointing(policy, cfg.train.gradient_checkpointing)
     continuing = cfg.model.lora.adapter_path is not None or (model is not None and is_peft(model))
-    live = build_reference(cfg, policy, accelerator, strategy, frozen, continuing, data.tokenizer)
+    live = build_reference(cfg, policy, accelerator, mode, strategy, frozen, continuing, data.tokenizer)
     x = cfg.experimental
     if x.compile:
         dynamic = not x.static_shapes
@@ -344,29 +313,15 @@ def setup_run(cfg: RunConfig, model: torch.nn.Module | None = None, tokenizer: A
     logger.info("reference strategy: %s", strategy)
 
     logps_model = LogpsModel(policy, cfg.train.logits_chunk, top1=cfg.stage == "sft")
-    if sharded:
-        sharding.shard(logps_model)  # before the optimizer: sharding replaces the parameters
-    optimizer, scheduler = make_optimizer(policy, cfg, total_steps, sharded=sharded or accelerator.distributed_type in ("FSDP", "DEEPSPEED"))
-    if accelerator.distributed_type == "DEEPSPEED":
-        deepspeed_settings(accelerator, cfg)
-    if sharded:
-        prepared, optimizer = logps_model, accelerator.prepare(optimizer)
-    else:
-        prepared, optimizer = accelerator.prepare(logps_model, optimizer)
+    mode.before_optimizer(logps_model)
+    optimizer, scheduler = make_optimizer(policy, cfg, total_steps, sharded=mode.rewraps)
+    prepared, optimizer = mode.prepare(logps_model, optimizer, cfg)
     prepared.train()
 
     state = TrainState()
     resume_dir = _resume_dir(cfg, out_dir)
     if resume_dir is not None:
-        if sharded:
-            sharding.load_full_state(prepared, load_file(str(resume_dir / "model" / TRAINABLE)))
-            load_optimizer = lambda s: sharding.load_full_optimizer_state(prepared, optimizer.optimizer, s)  # noqa: E731
-        else:
-            load_trainable(accelerator.unwrap_model(prepared).model, resume_dir / "model")
-            load_optimizer = optimizer.load_state_dict
-            if accelerator.distributed_type == "DEEPSPEED":
-                load_optimizer = lambda s: zero.load_full_optimizer_state(optimizer, s)  # noqa: E731
-        state = load_checkpoint(resume_dir, load_optimizer, scheduler)
+        state = load_checkpoint(resume_dir, mode.load(prepared, optimizer, resume_dir), scheduler)
         logger.info("resumed from %s at step %d", resume_dir, state.step)
     folder = RunFolder(out_dir, accelerator.is_main_process, state.step if resume_dir else None, state.metrics_lines)
     if cfg.report_to and out_dir is not None:
@@ -375,19 +330,10 @@ def setup_run(cfg: RunConfig, model: torch.nn.Module | None = None, tokenizer: A
         write_config(cfg, folder.path / CONFIG)
         folder.write(DATA_SUMMARY, data_summary(data.train_split, data.eval_split, data.loaded))
     diagnostics = cfg.diagnostics.model_copy(update={"enabled": False}) if cfg.stage == "sft" else cfg.diagnostics  # DPO's failure modes only
-    objective, summarize, loss = choose_objective(cfg, accelerator.gather if accelerator.num_processes > 1 else None)
-    return Run(cfg, accelerator, data, policy, prepared, ref_train, ref_eval, strategy, loss, optimizer, scheduler,
+    objective = choose_objective(cfg, accelerator.gather if accelerator.num_processes > 1 else None)
+    return Run(cfg, accelerator, data, policy, prepared, ref_train, ref_eval, strategy, objective, optimizer, scheduler,
                BatchStream(data.train, state.epoch, state.batch_in_epoch), state, total_steps, resume_dir is not None, folder,
-               Diagnostics(diagnostics, not_applicable(cfg.loss.uses_reference(), cfg.loss.name)), objective, summarize, sharded)
-
-
-def choose_objective(cfg: RunConfig, gather: Any = None) -> tuple[Any, Any, LossFunction | kto.KTOLoss]:
-    """The run's objective, its metric summary and its loss settings: SFT's NLL, KTO, or a pair loss of the registry."""
-    if cfg.stage == "sft":
-        return sft.sft_on_batch, sft.summarize, LossFunction.from_config(cfg.loss)
-    if cfg.loss.unpaired():
-        return kto.kto_on_batch, kto.summarize, kto.KTOLoss.from_config(cfg.loss, gather=gather)
-    return scoring.loss_on_batch, dict, LossFunction.from_config(cfg.loss)
+               Diagnostics(diagnostics, not_applicable(cfg.loss.uses_reference(), cfg.loss.name)), mode)
 
 
 def precompute_reference(cfg: RunConfig) -> Path:
@@ -398,7 +344,7 @@ def precompute_reference(cfg: RunConfig) -> Path:
     seed_everything(cfg.train.seed, cfg.train.deterministic)
     data = setup_data(cfg, accelerator)
     policy = load_model(cfg.model, attention=cfg.experimental.attention).to(accelerator.device) if cfg.model.lora.enabled else None
-    live = build_reference(cfg, policy, accelerator, "precomputed", continuing=cfg.model.lora.adapter_path is not None)
+    live = build_reference(cfg, policy, accelerator, pick_mode(accelerator), "precomputed", continuing=cfg.model.lora.adapter_path is not None)
     every = cfg.model_copy(update={"reference": cfg.reference.model_copy(update={"precompute": "upfront"})})
     precomputed_tables(every, live, {"train": data.train, **({"eval": data.eval} if data.eval else {})}, accelerator)  # every pair
     return Path(cfg.reference.cache_dir) if cfg.reference.cache_dir else default_reference_cache()

@@ -4,7 +4,6 @@ example's completion (the batch's chosen slots; rejected slots are empty), with 
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import torch
 
@@ -14,10 +13,10 @@ from ..models.logprobs import policy_logps
 Values = dict[str, torch.Tensor]
 
 
-def sft_on_batch(model: torch.nn.Module, batch: PreferenceBatch, reference: Any, loss: Any, chunk: int) -> tuple[torch.Tensor, Values]:
+def nll_on_batch(model: torch.nn.Module, batch: PreferenceBatch, chunk: int) -> tuple[torch.Tensor, Values]:
     """The batch's token-mean NLL over completion tokens (weighted by each example's weight), with gradients, and its
     values: per-sequence means, and `sum/` totals (NLL, tokens, top-1 hits) from which `summarize` makes the step's
-    token-mean loss and accuracy. `reference` and `loss` are unused (the signature is the preference objective's)."""
+    token-mean loss and accuracy."""
     out = policy_logps(model, batch, chunk)
     b = batch.num_pairs
     logps = out.chosen(b)
