@@ -353,7 +353,11 @@ def main() -> None:
 
     machine = matmul_flops()
     params = model_params()
-    result: dict[str, Any] = {"machine": {"cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(), "torch": torch.__version__,
+    from protocol import provenance
+
+    command = "python bench/compare_trl.py " + " ".join(sys.argv[1:])
+    result: dict[str, Any] = {"protocol": provenance(command.strip(), rounds=rounds, timed_steps=steps - 1, matmul_gflops=machine / 1e9),
+                              "machine": {"cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(), "torch": torch.__version__,
                                           "trl": trl.__version__, "matmul_gflops": machine / 1e9},
                               "args": f"batch {batch} pairs, {steps} steps ({1} warm-up, not timed), {rounds} rounds A B A B",
                               "model_params": params, "comparisons": []}

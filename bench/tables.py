@@ -17,6 +17,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from protocol import MIN_ROUNDS, MIN_TIMED_STEPS, quotable  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
 PAGES = [ROOT / "docs" / "benchmarks.md", ROOT / "docs" / "iterate.md"]
@@ -67,6 +70,9 @@ def table_first_run() -> str:
 
 def table_compare_trl() -> str:
     r = load("compare_trl.json")
+    if not quotable(r["protocol"]):
+        raise ValueError(f"compare_trl.json has {r['protocol'].get('rounds')} rounds of {r['protocol'].get('timed_steps')} timed steps: "
+                         f"a smoke test, not a result to publish (at least {MIN_ROUNDS} rounds of {MIN_TIMED_STEPS})")
     rows = ["| mode | preftune pairs/s, median (min – max) | TRL pairs/s | ratio per round | peak RSS MiB preftune / TRL | model FLOP/s ÷ matmul, preftune / TRL |",
             "|---|---|---|---|---|---|"]
     for c in r["comparisons"]:
@@ -107,6 +113,8 @@ def table_options() -> str:
             continue
         r = load(file)
         p = r["protocol"]
+        if not quotable(p):
+            raise ValueError(f"{file}: {p.get('rounds')} rounds of {p.get('timed_steps')} timed steps is below the protocol's floor")
         for mode, m in r["modes"].items():
             rows.append(f"| `{option}` | {default} | {purpose} | {mode} | {r['sides']['off']} → {r['sides']['on']} | "
                         f"{spread_text(m['off']['pairs_per_s']['values'])} | {spread_text(m['on']['pairs_per_s']['values'])} | "

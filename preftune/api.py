@@ -188,6 +188,17 @@ def iterate_rounds(config: ConfigLike = None, *, overrides: Overrides | None = N
     return iterate(cfg, show_progress=progress)
 
 
+def compare(run_dirs: Iterable[str | Path], output: str | Path | None = None) -> dict[str, Any]:
+    """Runs side by side, what `preftune compare` shows: per run its held-out metrics (accuracy with its standard
+    error), the diagnostics that fired and the advice they imply, and its curves; the configuration keys that differ; the
+    paired difference of held-out accuracy of each run against the first, with a 95% paired-bootstrap interval, where
+    they were evaluated on the same pairs. `output`: also write the self-contained page there."""
+    from .report.compare import compare as compare_runs, write_compare
+
+    dirs = list(run_dirs)
+    return write_compare(dirs, output)[1] if output is not None else compare_runs(dirs)
+
+
 def export_model(source: str | Path, to: str = "gguf", output: str | Path = "model.gguf", dtype: str = "f16") -> Path:
     """Write a run's model (a run folder, model or adapter folder, .gguf, or the embedded model; LoRA merged) as one
     GGUF file (`to="gguf"`: f32, f16 or q8_0, for llama.cpp and Ollama) or a merged Hugging Face folder (`to="hf"`:

