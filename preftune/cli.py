@@ -1,4 +1,4 @@
-"""The `preftune` command: train, sft, precompute-ref, data inspect, losses, report, compare, eval, iterate, export."""
+"""The `preftune` command: train, sft, precompute-ref, data inspect, losses, report, compare, sweep, eval, iterate, export."""
 
 from __future__ import annotations
 
@@ -48,6 +48,15 @@ def build_parser() -> argparse.ArgumentParser:
     ins.add_argument("--json", action="store_true", help="print one JSON object")
 
     sub.add_parser("losses", help="list the losses in the registry")
+
+    sw = sub.add_parser("sweep", help="search config keys on Optuna: each trial a run folder, the study resumable and shared by workers",
+                        description="Search the keys of SPACE.yaml (choices or ranges) for the best held-out metric. Every trial is a run "
+                        "folder under --output; the study lives in a SQLite file there (or the sweep file's storage URL), so a killed "
+                        "sweep resumes and several processes can work one study. Writes best.yaml and compare.html.")
+    sw.add_argument("config", help="the base run configuration (YAML)")
+    sw.add_argument("space", help="the sweep file: space, metric, direction, sampler, pruner, trials, max_time, storage")
+    sw.add_argument("-o", "--output", default="runs/sweep", help="the sweep folder (default runs/sweep)")
+    sw.add_argument("overrides", nargs="*", help="KEY=VALUE overrides of the base configuration")
 
     cmp_ = sub.add_parser("compare", help="runs side by side: overlaid curves, differing settings, held-out metrics with standard errors, "
                           "paired differences, diagnostics and advice (one self-contained page)")
@@ -206,6 +215,21 @@ def cmd_losses(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from .sweep import sweep
+
+    summary = sweep(args.config, args.space, args.output, overrides=args.overrides, progress=True)
+    print("trials: " + ", ".join(f"{n} {state}" for state, n in sorted(summary["trials"].items())))
+    if "best" in summary:
+        b = summary["best"]
+        print(f"best: trial {b['trial']}, {b['value']:.4f} with " + ", ".join(f"{k}={v}" for k, v in b["params"].items()))
+    for number, error in summary.get("failed", {}).items():
+        print(f"trial {number} failed: {error.splitlines()[0] if error else 'see its folder'}")
+    for name, path in summary["files"].items():
+        print(f"{name}: {path}")
+    return 0
+
+
 def cmd_compare(args: argparse.Namespace) -> int:
     from .report.compare import write_compare
 
@@ -316,7 +340,7 @@ def cmd_iterate(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"compare": cmd_compare, "sft": cmd_train, "export": cmd_export, "eval": cmd_eval, "iterate": cmd_iterate, "report": cmd_report, "train": cmd_train, "precompute-ref": cmd_precompute, "data": cmd_data, "losses": cmd_losses}
+COMMANDS = {"sweep": cmd_sweep, "compare": cmd_compare, "sft": cmd_train, "export": cmd_export, "eval": cmd_eval, "iterate": cmd_iterate, "report": cmd_report, "train": cmd_train, "precompute-ref": cmd_precompute, "data": cmd_data, "losses": cmd_losses}
 
 if __name__ == "__main__":
     raise SystemExit(main())

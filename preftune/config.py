@@ -24,6 +24,18 @@ from .errors import ConfigError
 from .losses import NAMES, default_beta, is_unpaired, loss_params, uses_reference
 
 
+def parse_seconds(v: Any) -> Any:
+    """A duration: '90s', '15m', '1.5h' -> seconds; numbers pass through (seconds); anything else is a ValueError."""
+    if isinstance(v, str):
+        text = v.strip().lower()
+        scale = {"s": 1, "m": 60, "h": 3600}.get(text[-1:], None)
+        try:
+            return float(text[:-1]) * scale if scale else float(text)
+        except ValueError:
+            raise ValueError("must be seconds (a number) or a number with s, m or h, e.g. 900, 15m, 1.5h") from None
+    return v
+
+
 class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
@@ -235,15 +247,7 @@ class TrainConfig(Section):
     @field_validator("max_time", mode="before")
     @classmethod
     def _seconds(cls, v: Any) -> Any:
-        """'90s', '15m', '1.5h' -> seconds; numbers pass through (seconds)."""
-        if isinstance(v, str):
-            text = v.strip().lower()
-            scale = {"s": 1, "m": 60, "h": 3600}.get(text[-1:], None)
-            try:
-                return float(text[:-1]) * scale if scale else float(text)
-            except ValueError:
-                raise ValueError("must be seconds (a number) or a number with s, m or h, e.g. 900, 15m, 1.5h") from None
-        return v
+        return parse_seconds(v)
 
     def fuses(self, option: Literal["fused_mlp", "fused_norm"], device_type: str) -> bool:
         """Whether a fused-module option applies on this device: `auto` turns it on for CPU training only, where it was measured."""
