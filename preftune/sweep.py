@@ -60,7 +60,8 @@ class SweepSpace(BaseModel):
     direction: Literal["maximize", "minimize"] = "maximize"
     sampler: Literal["tpe", "random", "grid"] = "tpe"
     pruner: Literal["median", "none"] = "median"
-    trials: int = Field(8, ge=1, description="finished trials (complete, pruned or failed) the study stops at")
+    trials: int = Field(8, ge=1, description="trials that ran to the end or were pruned, at which the study stops (it also stops "
+                        "after this many failed trials)")
     max_time: float | None = Field(None, gt=0, description="wall-time budget of one worker, in seconds or with a unit (15m, 2h)")
     seed: int = 0
     storage: str | None = Field(None, description="an Optuna storage URL; default: sqlite in the sweep folder")
@@ -149,7 +150,11 @@ def sweep(config: Any, space: SweepSpace | str | Path, output_dir: str | Path, *
     study = optuna.create_study(study_name=space.study or out.resolve().name, storage=storage, sampler=sampler, pruner=pruner,
                                 direction=space.direction, load_if_exists=True)
     optuna.storages.fail_stale_trials(study)  # a trial whose worker was killed (no heartbeat) is marked failed, and not waited on
-    done = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.FAIL)
+    done = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)  # a failed or killed trial does not use up the budget
+
+    def budget_spent() -> bool:
+        return (len(study.get_trials(deepcopy=False, states=done)) >= space.trials
+                or len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.FAIL,))) >= space.trials)
 
     def objective(trial: Any) -> float:
         values = {k: _suggest(trial, k, d) for k, d in space.space.items()}
@@ -181,11 +186,11 @@ def sweep(config: Any, space: SweepSpace | str | Path, output_dir: str | Path, *
         return float(result.after[space.metric])
 
     def enough(study: Any, trial: Any) -> None:
-        if len(study.get_trials(deepcopy=False, states=done)) >= space.trials:
+        if budget_spent():
             study.stop()
 
     started = time.time()
-    if len(study.get_trials(deepcopy=False, states=done)) < space.trials:
+    if not budget_spent():
         study.optimize(objective, timeout=space.max_time, callbacks=[enough], catch=(Exception,))
     return finish(study, out, started)
 
