@@ -53,6 +53,7 @@ if __name__ == "__main__":
     with tempfile.TemporaryDirectory() as tmp:
         model = build_tiny_model(Path(tmp) / "tiny", tok)
         for case in CASES:
+            (Path(tmp) / case).mkdir()
             out[case] = run_case(Path(tmp) / case, model, case)
     STORED.write_text(json.dumps(out, indent=1) + "\n")
     print(f"wrote {STORED}")
