@@ -12,13 +12,14 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 # name -> module: imported on first use, so `preftune --help` does not load torch
-_EXPORTS = {"train": "api", "sft": "api", "compare": "api", "sweep": "api", "evaluate": "api", "iterate_rounds": "api", "export_model": "api", "load_config": "config", "RunConfig": "config", "compute_loss": "losses", "LOSSES": "losses",
+_EXPORTS = {"train": "api", "sft": "api", "compare": "api", "sweep": "sweeping", "evaluate": "api", "iterate_rounds": "api", "export_model": "api", "load_config": "config", "RunConfig": "config", "compute_loss": "losses", "LOSSES": "losses",
             "TrainResult": "training.callbacks", "Callback": "training.callbacks"}
 
 __all__ = ["__version__", "train", "sft", "compare", "sweep", "evaluate", "iterate_rounds", "export_model", "load_config", "RunConfig", "compute_loss", "LOSSES", "TrainResult", "Callback"]
 
 if TYPE_CHECKING:
-    from .api import compare, evaluate, sweep, export_model, iterate_rounds, sft, train
+    from .sweeping import sweep
+    from .api import compare, evaluate, export_model, iterate_rounds, sft, train
     from .config import RunConfig, load_config
     from .losses import LOSSES, compute_loss
     from .training.callbacks import Callback, TrainResult

@@ -188,16 +188,6 @@ def iterate_rounds(config: ConfigLike = None, *, overrides: Overrides | None = N
     return iterate(cfg, show_progress=progress)
 
 
-def sweep(config: ConfigLike, space: Any, output_dir: str | Path, *, overrides: Overrides | None = None,
-          progress: bool = False) -> dict[str, Any]:
-    """Search config keys on Optuna, what `preftune sweep` does: `space` is a sweep file's path (or a `SweepSpace`);
-    every trial is a run folder under `output_dir`, where the study's SQLite file also lives unless the sweep file
-    names another storage. Returns the trials by state, the best trial and the files written (best.yaml, compare.html)."""
-    from .sweep import sweep as run_sweep
-
-    return run_sweep(config, space, output_dir, overrides=overrides, progress=progress)
-
-
 def compare(run_dirs: Iterable[str | Path], output: str | Path | None = None) -> dict[str, Any]:
     """Runs side by side, what `preftune compare` shows: per run its held-out metrics (accuracy with its standard
     error), the diagnostics that fired and the advice they imply, and its curves; the configuration keys that differ; the

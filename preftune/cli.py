@@ -216,7 +216,7 @@ def cmd_losses(args: argparse.Namespace) -> int:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from .sweep import sweep
+    from .sweeping import sweep
 
     summary = sweep(args.config, args.space, args.output, overrides=args.overrides, progress=True)
     print("trials: " + ", ".join(f"{n} {state}" for state, n in sorted(summary["trials"].items())))

@@ -10,7 +10,7 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parents[1] / "preftune"
 
 LAYERS = {"errors": 0, "stats": 0, "run_files": 0, "data": 1, "losses": 1, "config": 2, "models": 3, "training": 4, "evaluation": 5, "report": 5,
-          "iterate": 5, "judges": 5, "export": 5, "api": 6, "reference_pages": 6, "sweep": 6, "cli": 7, "__main__": 7, "__init__": 7}
+          "iterate": 5, "judges": 5, "export": 5, "api": 6, "reference_pages": 6, "sweeping": 6, "cli": 7, "__main__": 7, "__init__": 7}
 
 
 def unit(module: str) -> str:

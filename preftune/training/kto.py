@@ -71,7 +71,8 @@ def summarize(metrics: dict[str, float]) -> dict[str, float]:
         if count > 0:
             out[f"rewards/{side}"] = metrics[f"sum/rewards/{side}"] / count
             out[f"logps/{side}"] = metrics[f"sum/logps/{side}"] / count
-            out[f"logratios/{side}"] = metrics[f"sum/logratios/{side}"] / count
+            if f"sum/logratios/{side}" in metrics:
+                out[f"logratios/{side}"] = metrics[f"sum/logratios/{side}"] / count
             tokens = metrics.get(f"sum/tokens/{side}", 0.0)
             if tokens > 0:
                 out[f"logits/{side}"] = metrics[f"sum/logits/{side}"] / tokens

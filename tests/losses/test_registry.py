@@ -25,18 +25,23 @@ def _identity(x, beta, **params) -> LossOutput:
 
 
 def test_register_defaults_and_refusals(scratch_name: str) -> None:
-    register(scratch_name, "d", "p")(_identity)
+    with pytest.raises(RuntimeError, match=f"loss '{scratch_name}': register it with its formula"):
+        register(scratch_name, "d", "p")
+    with pytest.raises(RuntimeError, match="a reward kind from"):
+        register(scratch_name, "d", "p", formula="f", reward="nonsense")
+    register(scratch_name, "d", "p", formula="f")(_identity)
     spec = get_spec(scratch_name)
     assert spec.uses_reference is True and spec.default_beta == 0.1 and spec.params == {} and spec.domains == {}
+    assert spec.formula == "f" and spec.reward == "log_ratio"
     assert (spec.name, spec.description, spec.paper, spec.fn) == (scratch_name, "d", "p", _identity)
     with pytest.raises(RuntimeError, match=f"loss '{scratch_name}' registered twice"):
-        register(scratch_name, "d", "p")(_identity)
+        register(scratch_name, "d", "p", formula="f")(_identity)
     REGISTRY.pop(scratch_name)
     with pytest.raises(RuntimeError, match=f"loss '{scratch_name}': every parameter needs a domain"):
         register(scratch_name, "d", "p", params={"a": 1.0})
     with pytest.raises(RuntimeError, match="every parameter needs a domain"):
         register(scratch_name, "d", "p", domains={"a": "[0, 1]"})
-    register(scratch_name, "d", "p", params={"a": 1.0}, domains={"a": "[0, 1]"}, uses_reference=False, default_beta=2.0)(_identity)
+    register(scratch_name, "d", "p", params={"a": 1.0}, domains={"a": "[0, 1]"}, uses_reference=False, default_beta=2.0, formula="f")(_identity)
     spec = get_spec(scratch_name)
     assert spec.params == {"a": 1.0} and spec.domains == {"a": "[0, 1]"} and not spec.uses_reference and spec.default_beta == 2.0
 

@@ -87,11 +87,13 @@ def _step(model_dir: Path, tokenizer, lora: bool, fused: bool) -> tuple[torch.Te
     full = batch.input_ids.numel() * HIDDEN
     weights = {p.untyped_storage().data_ptr() for p in model.parameters()}
     storages: set[int] = set()
+    seen: list[torch.Tensor] = []  # kept alive to the end, so no freed block is reused and counted again
 
     def pack(t: torch.Tensor) -> torch.Tensor:
         ptr = t.untyped_storage().data_ptr()
         if t.shape[-1:] == (HIDDEN,) and t.numel() == full and ptr not in weights:
             storages.add(ptr)
+            seen.append(t)
         return t
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):

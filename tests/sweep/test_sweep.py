@@ -16,7 +16,7 @@ import yaml
 
 import preftune
 from preftune.errors import ConfigError
-from preftune.sweep import load_space
+from preftune.sweeping import load_space
 
 from ..training.helpers import toy_data
 
