@@ -44,7 +44,8 @@ def provenance(result: dict[str, Any], file: str) -> str:
     rounds = f"; {p['rounds']} round(s) of {p['timed_steps']} timed step(s)" if p.get("rounds") and p.get("timed_steps") else ""
     note = f" ({p['backfilled']})" if p.get("backfilled") else ""
     where = f"; {where}" if where else ""
-    return (f"Measured by `{(p.get('command') or result.get('command') or '').strip()}` at commit {p.get('commit')} on {p.get('date')}{where}{rounds}. "
+    command = re.sub(r" --out \S+", "", (p.get("command") or result.get("command") or "").strip())  # where it was written, not how measured
+    return (f"Measured by `{command}` at commit {p.get('commit')} on {p.get('date')}{where}{rounds}. "
             f"Stored in `bench/results/{file}`{note}.")
 
 
@@ -94,7 +95,7 @@ def _options(options: dict[str, Any]) -> str:
 
 OPTION_FILES = {  # option -> (result file, its default, what it is for)
     "train.fused_mlp": ("option_ab_train_fused_mlp.json", "auto (on for CPU training)", "memory"),
-    "train.fused_norm": ("option_ab_train_fused_norm.json", "auto (on for CPU training)", "memory"),
+    "train.fused_norm": ("option_ab_train_fused_norm.json", "false", "memory"),
     "train.optimizer_impl": ("option_ab_train_optimizer_impl.json", "auto (fused)", "speed"),
     "train.gradient_checkpointing (selective)": ("option_ab_train_gradient_checkpointing_selective.json", "false", "memory"),
     "train.gradient_checkpointing (true)": ("option_ab_train_gradient_checkpointing_true.json", "false", "memory"),

@@ -231,7 +231,7 @@ class TrainConfig(Section):
         "auto", description="gated (SwiGLU) MLPs keep only their gate and up projections for the backward pass and recompute the SiLU "
         "there: one intermediate-sized tensor less per layer and token, same gradients; auto: on when training on CPU, off on GPUs")
     fused_norm: bool | Literal["auto"] = Field(
-        "auto", description="RMSNorm layers keep their input and its per-token scale for the backward pass and recompute the normalized "
+        False, description="RMSNorm layers keep their input and its per-token scale for the backward pass and recompute the normalized "
         "input there: when the norm weights train (full fine-tuning), one hidden-sized tensor less per norm and token, same gradients; "
         "auto: on when training on CPU, off on GPUs")
     host_mmap_threshold_kib: int | None = Field(None, ge=4, description="Linux/glibc: CPU tensors above this size (KiB) get their own memory "

@@ -99,4 +99,4 @@ def test_fused_options_are_on_for_cpu_training_only_unless_set(value: object, de
 
     t = TrainConfig(fused_mlp=value, fused_norm=value)
     assert t.fuses("fused_mlp", device) is fused and t.fuses("fused_norm", device) is fused
-    assert TrainConfig().fused_mlp == "auto" and TrainConfig().fused_norm == "auto"
+    assert TrainConfig().fused_mlp == "auto" and TrainConfig().fused_norm is False  # no measured win on CPU either
