@@ -89,6 +89,8 @@ def load_space(path: str | Path) -> SweepSpace:
         data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
     except OSError as e:
         raise ConfigError(f"{path}: cannot be read ({e.strerror or e}). Fix: give the sweep's YAML file.") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not UTF-8 text. Fix: give the sweep's YAML file, saved as UTF-8.") from None
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: not valid YAML ({getattr(e, 'problem', e)}). Fix the syntax.") from None
     try:
@@ -137,9 +139,12 @@ def sweep(config: Any, space: SweepSpace | str | Path, output_dir: str | Path, *
     from .api import train
 
     space = load_space(space) if not isinstance(space, SweepSpace) else space
-    out = Path(output_dir)
-    out.mkdir(parents=True, exist_ok=True)
     check_keys(config, space, overrides)
+    out = Path(output_dir)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f"{out}: cannot create the sweep folder ({e.strerror or e}). Fix: give another --output.") from None
     url = space.storage or f"sqlite:///{(out / STUDY_FILE).resolve()}"
     engine = {"connect_args": {"timeout": 120}} if url.startswith("sqlite") else None  # workers wait for each other's writes
     storage = optuna.storages.RDBStorage(url, engine_kwargs=engine, heartbeat_interval=space.heartbeat_seconds,

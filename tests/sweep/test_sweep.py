@@ -129,3 +129,10 @@ def test_a_space_key_the_run_configuration_lacks_is_refused_before_any_trial(tmp
     with pytest.raises(ConfigError, match="does not fit the run configuration(.|\n)*train.learning_rat: unknown key"):
         preftune.sweep(base, space, tmp_path / "sweep")
     assert not (tmp_path / "sweep" / "trial-0000").exists()
+
+
+def test_a_sweep_file_that_is_not_text_is_refused(tmp_path: Path) -> None:
+    bad = tmp_path / "space.yaml"
+    bad.write_bytes(b"space:\n  x: \x80\x81\n")
+    with pytest.raises(ConfigError, match="space.yaml: not UTF-8 text"):
+        load_space(bad)
