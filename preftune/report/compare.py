@@ -5,7 +5,6 @@ writes one self-contained page (no scripts or styles fetched)."""
 
 from __future__ import annotations
 
-import html
 import json
 import math
 import random
@@ -14,7 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import PreftuneError
+from ..stats import mean_stderr
 from .collect import RunView, collect
+from .html import _e, run_beta
 
 CURVES = ("loss", "rewards/margins", "rewards/accuracies", "logratios/chosen", "logratios/rejected", "drift/abs_logratio", "kl")
 """Metrics drawn, each with its training steps (solid) and held-out evaluations (dashed) for every run."""
@@ -54,16 +55,6 @@ def correct(margin: float) -> float:
     return 1.0 if margin > 0 else 0.5 if margin == 0 else 0.0
 
 
-def mean_and_stderr(values: Sequence[float]) -> tuple[float, float]:
-    """The mean and its standard error (sample standard deviation / √n; 0 for fewer than two values)."""
-    n = len(values)
-    mean = sum(values) / n
-    if n < 2:
-        return mean, 0.0
-    var = sum((v - mean) ** 2 for v in values) / (n - 1)
-    return mean, math.sqrt(var / n)
-
-
 def paired_bootstrap(a: Sequence[float], b: Sequence[float], resamples: int = RESAMPLES, seed: int = 0, level: float = 0.95) -> dict[str, float]:
     """The mean of b − a over the same items, and its `level` percentile interval from `resamples` bootstrap resamples
     of the items (paired: an item's two values stay together)."""
@@ -78,16 +69,11 @@ def paired_bootstrap(a: Sequence[float], b: Sequence[float], resamples: int = RE
             "pairs": float(n), "level": level}
 
 
-def run_beta(view: RunView) -> float | None:
-    beta = (view.config.get("loss") or {}).get("beta")
-    return float(beta) if isinstance(beta, (int, float)) else None
-
-
 def advice(view: RunView) -> list[str]:
     """The tuning advice the run's own numbers support, each stated with the numbers behind it."""
     out = []
     evals = view.eval_rows
-    beta = run_beta(view)
+    beta = run_beta(view.config)
     lr = (view.config.get("train") or {}).get("learning_rate")
     drift = [e["eval/drift/abs_logratio"] for e in evals if isinstance(e.get("eval/drift/abs_logratio"), (int, float))]
     if len(drift) >= 2 and drift[-1] > drift[0] and ("drift" in view.diagnostics or drift[-1] > 2 * max(drift[0], 1.0)):
@@ -118,7 +104,7 @@ def _held_out(view: RunView) -> dict[str, Any]:
     last = view.eval_rows[-1] if view.eval_rows else {}
     out: dict[str, Any] = {k: last[k] for k in HELD_OUT if isinstance(last.get(k), (int, float))}
     if view.eval_pairs:
-        mean, se = mean_and_stderr([correct(float(p["margin"])) for p in view.eval_pairs])
+        mean, se = mean_stderr([correct(float(p["margin"])) for p in view.eval_pairs])
         out |= {"accuracy": mean, "accuracy_stderr": se, "pairs": len(view.eval_pairs)}
     return out
 
@@ -150,10 +136,6 @@ def compare(run_dirs: Sequence[str | Path], names: Sequence[str] | None = None) 
 def _labels(paths: list[Path]) -> list[str]:
     names = [p.resolve().name for p in paths]
     return names if len(set(names)) == len(names) else [str(p) for p in paths]
-
-
-def _e(x: Any) -> str:
-    return html.escape(str(x))
 
 
 def _fmt(x: Any) -> str:

@@ -14,7 +14,8 @@ import pytest
 import preftune
 from preftune.cli import main
 from preftune.errors import PreftuneError
-from preftune.report.compare import correct, differing_keys, mean_and_stderr, paired_bootstrap
+from preftune.report.compare import correct, differing_keys, paired_bootstrap
+from preftune.stats import mean_stderr
 
 from ..conftest import write_jsonl
 from ..training.helpers import TOY, tiny_config
@@ -98,6 +99,6 @@ def test_paired_bootstrap_interval_matches_the_normal_approximation() -> None:
 
 
 def test_helpers() -> None:
-    assert mean_and_stderr([1.0, 0.0, 1.0, 0.0]) == pytest.approx((0.5, statistics.stdev([1, 0, 1, 0]) / 2))
+    assert mean_stderr([1.0, 0.0, 1.0, 0.0]) == pytest.approx((0.5, statistics.stdev([1, 0, 1, 0]) / 2))
     assert [correct(m) for m in (0.3, 0.0, -1.0)] == [1.0, 0.5, 0.0]
     assert differing_keys([{"a": {"b": 1, "c": 2}, "output_dir": "x"}, {"a": {"b": 1, "c": 3}, "output_dir": "y"}]) == {"a.c": [2, 3]}
