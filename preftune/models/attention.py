@@ -140,6 +140,18 @@ def grouped_kv(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor) -> t
     return key, value, groups > 1
 
 
+LAYOUT_READY = {"sdpa", SDPA, "flex_attention", SEGMENTS}  # attention implementations that read a layout's boolean mask
+
+
+def check_layout_attention(module: torch.nn.Module, layout: str) -> None:
+    """Refuse a model whose attention would misread a layout's (R, 1, L, L) boolean mask (transformers' eager attention
+    adds it as if it were a float mask, so every token would see every other)."""
+    impl = getattr(getattr(module, "config", None), "_attn_implementation", None)
+    if impl is not None and impl not in LAYOUT_READY:
+        raise ConfigError(f"train.layout: {layout} needs SDPA-family attention, but the model runs attn_implementation={impl!r}. "
+                          "Fix: load the model with attn_implementation='sdpa' (preftune's loaders do), or set train.layout: padded.")
+
+
 def use_layout_mask(mask: torch.Tensor) -> None:
     """Make `mask` (a batch's (R, 1, L, L) boolean mask) the one `layout_sdpa_forward` serves from a shared float copy."""
     if _layout[0] is not mask:
