@@ -16,11 +16,14 @@ fi
 python -m mutmut export-cicd-stats
 python - "$start" <<'PY'
 import json, sys, time
+sys.path.insert(0, "bench")
+from protocol import provenance
 s = json.load(open("mutants/mutmut-cicd-stats.json"))
 tested = s["killed"] + s["survived"] + s["timeout"] + s["suspicious"] + s["segfault"]
 s["score_killed_of_tested"] = (s["killed"] + s["timeout"]) / tested if tested else 0.0
 s["seconds"] = round(time.time() - float(sys.argv[1]))
 s["command"] = "bash bench/mutation.sh" + (" (MUTMUT_RESUME=1 MUTMUT_RERUN_SURVIVORS=1: survivors of earlier runs tested again with the tests added since)" if __import__("os").environ.get("MUTMUT_RERUN_SURVIVORS") == "1" else "")
+s = {"protocol": provenance(s["command"], rounds=None, timed_steps=None, matmul_gflops=None), **s}
 json.dump(s, open("bench/results/mutation.json", "w"), indent=1)
 print(json.dumps(s, indent=1))
 PY
