@@ -16,8 +16,9 @@ from preftune.training.run import train
 from ..training.helpers import tiny_config
 
 TEXTS = ["What is 37 + 45? The answer is 82.", "<|im_start|>user\nHello there, ünïcode 123<|im_end|>"]
-# measured on the tiny test model (tests print them with -s); the bounds leave room above
-BOUNDS = {"f32": 1e-4, "f16": 1e-3, "q8_0": 5e-3}
+# (relative error of the summed log-probs, largest per-token error) allowed; measured on the tiny test model (printed
+# with -s): f32 0 / 0, f16 1.0e-7 / 7.4e-5, q8_0 1.4e-5 / 2.4e-3 -- the bounds sit a few times above
+BOUNDS = {"f32": (1e-7, 1e-6), "f16": (1e-6, 3e-4), "q8_0": (1e-4, 1e-2)}
 
 
 def token_logps(model: torch.nn.Module, tokenizer) -> torch.Tensor:  # noqa: ANN001
@@ -52,10 +53,9 @@ def test_gguf_round_trip_gives_the_source_log_probs(dtype: str, tiny_model_dir: 
     model, tokenizer = load_gguf(out)
     want, got = token_logps(source, smol_tokenizer), token_logps(model, smol_tokenizer)
     rel = float((got.sum() - want.sum()).abs() / want.sum().abs())
-    print(f"{dtype}: relative error of summed log-probs {rel:.2e}, largest token error {float((got - want).abs().max()):.2e}")
-    assert rel <= BOUNDS[dtype]
-    if dtype == "f32":
-        assert torch.allclose(got, want, rtol=1e-4, atol=1e-5)
+    token = float((got - want).abs().max())
+    print(f"{dtype}: relative error of summed log-probs {rel:.2e}, largest token error {token:.2e}")
+    assert rel <= BOUNDS[dtype][0] and token <= BOUNDS[dtype][1]
     for text in TEXTS:
         assert tokenizer(text).input_ids == smol_tokenizer(text).input_ids
     assert tokenizer.chat_template == smol_tokenizer.chat_template and tokenizer.eos_token_id == smol_tokenizer.eos_token_id
