@@ -218,7 +218,10 @@ def summarize(run: dict[str, Any], warmup: int, batch: int, per_pair: dict[str, 
 
 
 def compare(mode: str, batch: int, steps: int, warmup: int, rounds: int, trl_variants: list[dict[str, bool]], work: Path,
-            machine: float, params: dict[str, int], preftune_variants: list[dict[str, Any]] = PREFTUNE_VARIANTS) -> dict[str, Any]:
+            machine: float, params: dict[str, int], preftune_variants: list[dict[str, Any]] = PREFTUNE_VARIANTS,
+            chosen: tuple[dict[str, Any], dict[str, Any]] | None = None) -> dict[str, Any]:
+    """One mode's comparison: each trainer's configurations tried once, then the fastest of each in `rounds` alternating
+    rounds; `chosen` = (preftune options, TRL options) skips the trying and compares those."""
     data = work / f"pairs-{mode}.jsonl"
     tokens = write_pairs(batch * steps, data)
     per_pair = tokens_per_pair(tokens)
@@ -234,10 +237,14 @@ def compare(mode: str, batch: int, steps: int, warmup: int, rounds: int, trl_var
         print(f"    {r['pairs_per_s']:.3f} pairs/s, peak RSS {r['peak_rss_mib']:.0f} MiB, first loss {r['first_loss']:.4f}", flush=True)
         return r
 
-    tried = [go("trl", v) for v in trl_variants]
-    best = max(tried, key=lambda r: r["pairs_per_s"])
-    ours = [go("preftune", v) for v in preftune_variants]
-    our_best = max(ours, key=lambda r: r["pairs_per_s"])
+    if chosen is None:
+        tried = [go("trl", v) for v in trl_variants]
+        best = max(tried, key=lambda r: r["pairs_per_s"])
+        ours = [go("preftune", v) for v in preftune_variants]
+        our_best = max(ours, key=lambda r: r["pairs_per_s"])
+    else:
+        tried, ours = [], []
+        our_best, best = {"options": chosen[0]}, {"options": chosen[1]}
     runs: dict[str, list[dict[str, Any]]] = {"preftune": [], "trl": []}
     for _ in range(rounds):
         runs["preftune"].append(go("preftune", our_best["options"]))
@@ -310,7 +317,11 @@ def markdown(result: dict[str, Any]) -> str:
         fmt = lambda d: f"{d['min']:.3f} / {d['median']:.3f} / {d['max']:.3f}"  # noqa: E731
         lines.append(f"| {c['mode']} | {fmt(sp['preftune'])} | {fmt(sp['trl'])} | {', '.join(f'{r:.2f}' for r in sp['ratio_by_round'])} "
                      f"({sp['ratio_min']:.2f} – {sp['ratio_max']:.2f}) |")
-    lines += ["", "Configurations tried before the A B A B rounds (one run each; the fastest of each trainer is compared):", ""]
+    if "options_from" in result:
+        o = result["options_from"]
+        lines += ["", f"Settings compared: the fastest of each trainer in {o['file']} (measured at {o['commit']}, {o['date']}); not tried again.", ""]
+    else:
+        lines += ["", "Configurations tried before the A B A B rounds (one run each; the fastest of each trainer is compared):", ""]
     for c in result["comparisons"]:
         for trainer in ("trl", "preftune"):
             for v in c[f"{trainer}_variants"]:
@@ -329,6 +340,8 @@ def main() -> None:
     ap.add_argument("--rounds", type=int)
     ap.add_argument("--modes", help="comma-separated: lora,full")
     ap.add_argument("--out", default=str(HERE / "results"))
+    ap.add_argument("--options-from", metavar="JSON", help="compare the fastest settings a stored full comparison found (each mode's "
+                    "preftune_best_options / trl_best_options) without trying every configuration again: about a third of the time")
     ap.add_argument("--rescore", metavar="JSON", help="recompute the FLOP accounting of a stored result and rewrite its .json/.md")
     args = ap.parse_args()
     if args.worker:
@@ -362,10 +375,15 @@ def main() -> None:
                               "args": f"batch {batch} pairs, {steps} steps ({1} warm-up, not timed), {rounds} rounds A B A B",
                               "model_params": params, "comparisons": []}
     t0 = time.time()
+    chosen: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {}
+    if args.options_from:
+        stored = json.loads(Path(args.options_from).read_text())
+        chosen = {c["mode"]: (c["preftune_best_options"], c["trl_best_options"]) for c in stored["comparisons"]}
+        result["options_from"] = {"file": Path(args.options_from).name, "commit": stored["protocol"]["commit"], "date": stored["protocol"]["date"]}
     with tempfile.TemporaryDirectory(prefix="preftune-bench-") as d:
         for mode in modes:
             ours = PREFTUNE_VARIANTS if quick else PREFTUNE_VARIANTS + PREFTUNE_OPTIONAL
-            result["comparisons"].append(compare(mode, batch, steps, 1, rounds, variants, Path(d), machine, params, ours))
+            result["comparisons"].append(compare(mode, batch, steps, 1, rounds, variants, Path(d), machine, params, ours, chosen.get(mode)))
     result["seconds"] = time.time() - t0
     write_results(result, Path(args.out), "compare_trl_quick" if quick else "compare_trl")
     print(markdown(result))

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Mutation testing (mutmut 3, `pip install -e ".[mutation]"`) of the loss family (preftune/losses/), the scoring path (preftune/training/scoring.py) and the batch
+# Mutation testing (mutmut 3, `pip install -e ".[mutation]"`) of the loss family (preftune/losses/), the scoring path (preftune/scoring/batches.py) and the batch
 # layouts (preftune/data/batch.py) against the tests that guard them; the settings are pyproject.toml's [tool.mutmut].
 # Writes bench/results/mutation.json (the counts) and bench/results/mutation_survivors.txt (each surviving mutant).
 set -euo pipefail

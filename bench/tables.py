@@ -86,7 +86,9 @@ def table_compare_trl() -> str:
                     f"{rss_p:,.0f} / {rss_t:,.0f} = {rss_p / rss_t:.2f}× | "
                     f"{statistics.median(x['mfu'] for x in pre):.1%} / {statistics.median(x['mfu'] for x in trl):.1%} |")
     best = "; ".join(f"{c['mode']}: preftune {_options(c['preftune_best_options'])}, TRL {_options(c['trl_best_options'])}" for c in r["comparisons"])
-    return "\n".join(rows) + f"\n\nFastest settings, found before the rounds and then compared: {best}.\n\n" + provenance(r, "compare_trl.json")
+    found = (f"found by {r['options_from']['file']} (measured at {r['options_from']['commit']}, {r['options_from']['date']}) and compared here"
+             if "options_from" in r else "found before the rounds and then compared")
+    return "\n".join(rows) + f"\n\nFastest settings, {found}: {best}.\n\n" + provenance(r, "compare_trl.json")
 
 
 def _options(options: dict[str, Any]) -> str:
@@ -126,6 +128,8 @@ def table_options() -> str:
 
 def table_experimental() -> str:
     r = load("compare_trl.json")
+    if "options_from" in r:  # the configurations were tried in the stored comparison the settings came from
+        r = load(r["options_from"]["file"])
     rows = ["| setting (one run each) | LoRA pairs/s | LoRA peak RSS MiB | full pairs/s | full peak RSS MiB |", "|---|---|---|---|---|"]
     by_mode = {c["mode"]: {json.dumps(v["options"], sort_keys=True): v for v in c["preftune_variants"]} for c in r["comparisons"]}
     keys = list(by_mode["lora"])

@@ -110,7 +110,7 @@ def evaluate(model: str | Path | torch.nn.Module, data: DataLike, *, reference: 
     from .evaluation.models import EvalModels, load_eval_models
     from .run_files import check_writable
     from .evaluation.run import EvalSettings, run_eval
-    from .training.reference import AdapterDisabledReference, NoReference, SeparateReference
+    from .scoring.choice import choose_reference, make_reference
 
     cfg = load_config(config, overrides)
     judge_cfg = JudgeConfig(name=judge) if isinstance(judge, str) else judge
@@ -131,18 +131,12 @@ def evaluate(model: str | Path | torch.nn.Module, data: DataLike, *, reference: 
         if tokenizer.pad_token_id is None:
             tokenizer.pad_token = tokenizer.eos_token
         policy = model.to(device).eval()
-        if reference_free:
-            ref, ref_name = NoReference(), None
-        elif isinstance(reference, torch.nn.Module):
-            ref, ref_name = SeparateReference(reference.to(device).eval(), chunk), "reference passed from Python"
-        elif reference is not None:
-            loaded = load_eval_models(str(reference), None, cfg.model.dtype, device, reference_free=True, chunk=chunk)
-            ref, ref_name = SeparateReference(loaded.policy, chunk), str(reference)
-        elif is_peft(model):
-            base_name = model.peft_config[model.active_adapter].base_model_name_or_path
-            ref, ref_name = AdapterDisabledReference(policy, chunk), f"adapter disabled (its base: {base_name})"
-        else:
-            ref, ref_name = NoReference(), None
+        adapter_base = model.peft_config[model.active_adapter].base_model_name_or_path if is_peft(model) else None
+        explicit = None if reference_free or reference is None else reference.to(device).eval() if isinstance(reference, torch.nn.Module) else str(reference)
+        choice = choose_reference("none" if reference_free else "auto", explicit=explicit, named_by="reference", adapter_base=adapter_base)
+        ref = make_reference(choice, policy, chunk, lambda path: load_eval_models(path, None, cfg.model.dtype, device, reference_free=True, chunk=chunk).policy,
+                             place=lambda m: m.to(device), tokenizer=tokenizer)
+        ref_name = choice.name
         models = EvalModels(tokenizer, policy, ref, str(getattr(model, "name_or_path", "model passed from Python")), ref_name)
         run_dir = None
     else:

@@ -21,7 +21,7 @@ from .data.mapping import ColumnMapping
 from .losses import NAMES, default_beta, is_unpaired, loss_params, uses_reference
 from .losses import kto as kto_loss
 from .losses.registry import REWARDS, get_spec
-from .training.metrics import KTO_METRICS, PAIR_METRICS
+from .scoring.metrics import KTO_METRICS, PAIR_METRICS
 
 SECTION_TITLES = {"": "Top level", "experimental": "experimental (last: options that have not won where measured)"}
 

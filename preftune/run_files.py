@@ -1,7 +1,11 @@
-"""The names of the files and folders in a preftune run folder: one place for every module that writes or reads them."""
+"""The names of the files and folders in a preftune run folder, and the atomic writers every module uses for them:
+one place for every module that writes or reads them."""
 
 from __future__ import annotations
 
+import json
+import os
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -54,3 +58,19 @@ def check_writable(folder: Path, what: str) -> None:
         probe.unlink()
     except OSError as e:
         raise PreftuneError(f"{what} {folder}: not writable ({e.strerror or e}). Fix: choose a folder you can write to.") from None
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write a text file through a temporary file and a rename, so a reader never sees half of it."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def write_json(path: Path, value: Any) -> None:
+    write_text_atomic(path, json.dumps(value, indent=1))
+
+
+def write_jsonl(path: Path, records: Iterable[Any], ensure_ascii: bool = True) -> None:
+    """One JSON object a line, written atomically (`ensure_ascii=False` keeps non-ASCII text as is)."""
+    write_text_atomic(path, "".join(json.dumps(r, ensure_ascii=ensure_ascii) + "\n" for r in records))

@@ -1,4 +1,4 @@
-"""Imports flow one way: data and losses at the bottom, then config, models, training, then evaluation / report /
+"""Imports flow one way: data and losses at the bottom, then config, models, scoring, training, then evaluation / report /
 iterate, then the Python API, then the command line. This test parses every module's imports (lazy ones inside
 functions included) and fails on any edge that runs back up, or on a private name taken from another package."""
 
@@ -9,8 +9,9 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "preftune"
 
-LAYERS = {"errors": 0, "stats": 0, "run_files": 0, "data": 1, "losses": 1, "config": 2, "models": 3, "training": 4, "evaluation": 5, "report": 5,
-          "iterate": 5, "judges": 5, "export": 5, "api": 6, "reference_pages": 6, "sweeping": 6, "cli": 7, "__main__": 7, "__init__": 7}
+LAYERS = {"errors": 0, "stats": 0, "run_files": 0, "progress": 0, "data": 1, "losses": 1, "config": 2, "models": 3, "scoring": 4, "training": 5,
+          "evaluation": 6, "report": 6, "iterate": 6, "judges": 6, "export": 6, "api": 7, "reference_pages": 7, "sweeping": 7, "cli": 8,
+          "__main__": 8, "__init__": 8}
 
 
 def unit(module: str) -> str:
@@ -135,3 +136,12 @@ def test_the_cycle_finder_finds_a_cycle() -> None:
 def test_nothing_but_the_entry_points_imports_set_up() -> None:
     importers = {here for here, targets in module_graph().items() if "preftune.training.setup" in targets}
     assert importers <= {"preftune.training.run", "preftune.cli"}, importers
+
+
+def test_evaluation_report_and_iterate_take_only_the_entry_point_and_callbacks_from_training() -> None:
+    """The reference, the scoring path and the file writers live below training; above it, only `train` itself and the
+    callback interface are reached for."""
+    allowed = {"preftune.training.run", "preftune.training.callbacks"}
+    reaching = sorted(f"{here} -> {t}" for here, targets in module_graph().items() if unit(here) in ("evaluation", "report", "iterate")
+                      for t in targets if unit(t) == "training" and t not in allowed)
+    assert reaching == []

@@ -18,10 +18,10 @@ def need(path: Path) -> Path:
 
 
 def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> Path:
-    from preftune.training import artifacts
+    from preftune import run_files
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    artifacts.write_jsonl(path, rows, ensure_ascii=False)
+    run_files.write_jsonl(path, rows, ensure_ascii=False)
     return path
 
 

@@ -1,6 +1,6 @@
 """The policy and reference an evaluation compares: a model folder, a LoRA adapter, a preftune run folder, the embedded
 default, or models already loaded in Python, with the reference named, implied (adapter base / the run's start model)
-or absent. The reference is one of training's `Reference` strategies, so it is scored exactly as in training."""
+or absent, chosen by the same rule as training's (`scoring.choice`), so it is scored exactly as in training."""
 
 from __future__ import annotations
 
@@ -14,9 +14,11 @@ import yaml
 
 from ..config import LossConfig, ModelConfig
 from ..errors import ConfigError, ModelError
-from ..models.loading import check_same_vocabulary, load_model, load_tokenizer
-from ..training.artifacts import CONFIG, MERGED_DIR, MODEL_DIR
-from ..training.reference import AdapterDisabledReference, NoReference, Reference, SeparateReference
+from ..models.loading import load_model, load_tokenizer
+from ..run_files import CONFIG, MERGED_DIR, MODEL_DIR
+from ..scoring.batches import Reference
+from ..scoring.choice import choose_reference, make_reference
+from ..scoring.reference import NoReference
 
 
 @dataclass(frozen=True)
@@ -97,15 +99,9 @@ def load_eval_models(model: str, reference: str | None, dtype: str = "float32", 
         policy = load_model(cfg, folder, trainable=False)
         tokenizer = load_tokenizer(folder)
     policy.to(device)
-    ref: Reference = NoReference()
-    ref_name = None
-    if not reference_free:
-        if reference is not None:
-            ref_model = load_model(cfg, resolve_run_folder(reference).model, trainable=False)
-            check_same_vocabulary(policy, ref_model, reference, "--reference", tokenizer)
-            ref, ref_name = SeparateReference(ref_model.to(device), chunk), reference
-        elif is_adapter:
-            ref, ref_name = AdapterDisabledReference(policy, chunk), f"adapter disabled (its base: {base_name})"
-        elif found.start is not None:
-            ref, ref_name = SeparateReference(load_model(cfg, found.start, trainable=False).to(device), chunk), found.start
+    choice = choose_reference("none" if reference_free else "auto", explicit=reference, named_by="--reference",
+                              adapter_base=base_name if is_adapter else None, start=found.start)
+    ref = make_reference(choice, policy, chunk, lambda path: load_model(cfg, resolve_run_folder(path).model, trainable=False),
+                         place=lambda m: m.to(device), tokenizer=tokenizer)
+    ref_name = choice.name
     return EvalModels(tokenizer, policy, ref, model, ref_name, found)

@@ -1,4 +1,4 @@
-"""Held-out preference metrics from the per-pair values of the losses' scoring path (`training.scoring`): accuracy of
+"""Held-out preference metrics from the per-pair values of the losses' scoring path (`preftune.scoring`): accuracy of
 the implicit reward, margins, log-ratios, and the same split by length difference (does the model simply prefer the
 longer answer?)."""
 

@@ -17,14 +17,14 @@ from ..data.stream import BatchSource
 from ..data.records import as_text
 from ..data.tokenize import PairTokenizer, TokenizedPair
 from ..errors import DataError
-from ..training.artifacts import write_jsonl, write_text_atomic
+from ..run_files import write_jsonl, write_text_atomic
 from ..models.generate import Sample, generate
 from .generation import sampled_kl, sample_lengths
 from .judging import Judge, load_judge, rewards, win_rate
 from .models import EvalModels
-from ..training.scoring import LossFunction, loss_on_batch, score
+from ..scoring.batches import LossFunction, loss_on_batch, score
 from .preference import preference_summary
-from ..training.progress import stage
+from ..progress import stage
 
 
 @dataclass(frozen=True)

@@ -18,9 +18,9 @@ from ..evaluation.models import EvalModels, load_eval_models
 from ..evaluation.run import decode, prompt_tokenizer, sample_logps
 from ..models.generate import Sample, generate
 from ..models.loading import load_model, load_tokenizer
-from ..training.artifacts import write_json, write_jsonl
-from ..training.progress import stage
-from ..training.scoring import LossFunction
+from ..run_files import write_json, write_jsonl
+from ..progress import stage
+from ..scoring.batches import LossFunction
 
 
 def device() -> torch.device:

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import RunConfig
-from ..training.artifacts import write_text_atomic
+from ..run_files import write_text_atomic
 
 PAGE = "report.html"
 

@@ -22,7 +22,7 @@ from ..data.records import Text, as_text
 from ..errors import ConfigError, JudgeError
 from ..evaluation.generation import decode_rates, length_summary
 from ..evaluation.judging import Judge, load_judge
-from ..training.artifacts import MERGED_DIR, MODEL_DIR, write_json, write_jsonl
+from ..run_files import MERGED_DIR, MODEL_DIR, write_json, write_jsonl
 from .answers import Answerer, evaluate_round
 from .pairs import correct_samples, sample_scores, select_pairs
 from .prompts import round_prompts

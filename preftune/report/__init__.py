@@ -6,7 +6,7 @@ import logging
 from pathlib import Path
 
 from ..errors import PreftuneError
-from ..training.artifacts import write_text_atomic
+from ..run_files import write_text_atomic
 from ..training.callbacks import Callback, TrainResult
 
 from .collect import RunView, collect

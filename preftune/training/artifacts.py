@@ -1,31 +1,15 @@
-"""What a run writes into its folder (data summary, held-out pairs) and the atomic writers for it; the file names
-themselves are `preftune.run_files`'."""
+"""What a run writes into its folder (data summary, held-out pairs); the file names and the atomic writers are
+`preftune.run_files`'."""
 
 from __future__ import annotations
 
-import json
-import os
-from collections.abc import Iterable
-from pathlib import Path
 from typing import Any
 
 from ..data.prepare import TokenizedSplit
 from ..data.records import as_text
 from ..stats import length_stats
 
-from ..run_files import CONFIG, DATA_SUMMARY, DIAGNOSTICS, EVAL_PAIRS, MERGED_DIR, METRICS, MODEL_CARD, MODEL_DIR, SUMMARY  # noqa: F401 (re-exported)
 TEXT_LIMIT = 4000  # characters of each text kept in eval_pairs.jsonl
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write a text file through a temporary file and a rename, so a reader never sees half of it."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
-def write_json(path: Path, value: Any) -> None:
-    write_text_atomic(path, json.dumps(value, indent=1))
 
 
 def data_summary(train: TokenizedSplit, eval_split: TokenizedSplit | None, loaded: Any) -> dict[str, Any]:
@@ -53,8 +37,3 @@ def eval_pair_records(split: TokenizedSplit, per_pair: dict[str, list[float]], s
                         "rejected_reward": per_pair["rewards/rejected"][j],
                         "length_diff": per_pair["lengths/chosen_minus_rejected"][j]})
     return records
-
-
-def write_jsonl(path: Path, records: Iterable[Any], ensure_ascii: bool = True) -> None:
-    """One JSON object a line, written atomically (`ensure_ascii=False` keeps non-ASCII text as is)."""
-    write_text_atomic(path, "".join(json.dumps(r, ensure_ascii=ensure_ascii) + "\n" for r in records))

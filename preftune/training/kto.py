@@ -12,7 +12,7 @@ from ..config import LossConfig
 from ..data.batch import PreferenceBatch
 from ..losses import kto_reference_point, kto_loss, loss_params
 from ..models.logprobs import policy_logps
-from .scoring import Reference, weighted_mean
+from ..scoring.batches import Reference, weighted_mean
 
 Values = dict[str, torch.Tensor]
 

@@ -11,8 +11,8 @@ import torch
 
 from ..errors import PreftuneError
 from .callbacks import Callbacks, Metrics, TrainResult
-from .metrics import MetricAccumulator
-from .progress import TrainProgress
+from ..scoring.metrics import MetricAccumulator
+from ..progress import TrainProgress
 from .running import Run, save_outputs
 
 

@@ -11,7 +11,7 @@ import torch
 from ..config import RunConfig
 from ..data.batch import PreferenceBatch
 from . import kto, scoring, sft
-from .scoring import LossFunction, Reference, Values
+from ..scoring.batches import LossFunction, Reference, Values
 
 
 class Objective(Protocol):

@@ -12,7 +12,7 @@ from safetensors.torch import load_file, save_file
 
 from ..config import RunConfig
 from ..models.loading import is_peft
-from .artifacts import MERGED_DIR
+from ..run_files import MERGED_DIR
 
 TRAINABLE = "trainable.safetensors"
 logger = logging.getLogger("preftune.training")

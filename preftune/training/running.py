@@ -14,16 +14,17 @@ from ..config import RunConfig
 from ..data.pipeline import LoadedData
 from ..data.prepare import TokenizedSplit
 from ..data.stream import BatchSource, BatchStream
-from .artifacts import DIAGNOSTICS, EVAL_PAIRS, METRICS, MODEL_CARD, MODEL_DIR, SUMMARY, data_summary, eval_pair_records, write_json, write_jsonl, write_text_atomic
+from ..run_files import DIAGNOSTICS, EVAL_PAIRS, METRICS, MODEL_CARD, MODEL_DIR, SUMMARY, write_json, write_jsonl, write_text_atomic
+from .artifacts import data_summary, eval_pair_records
 from .callbacks import Metrics, TrainResult
 from .checkpoint import TrainState, remove_partial, save_checkpoint
 from .diagnostics import Diagnostics
 from .modes import Mode
 from .objectives import Objective
 from .outputs import SUMMARY_KEYS, model_card, save_final, save_tensors, save_trainable
-from .reference import PrecomputedReference, Reference
+from ..scoring.reference import PrecomputedReference, Reference
 from .samples import add_samples, sample_answers
-from .scoring import score
+from ..scoring.batches import score
 from .tracking import MetricsFile
 
 EVAL_KEEP = ("rewards/margins", "lengths/chosen_minus_rejected", "rewards/chosen", "rewards/rejected")

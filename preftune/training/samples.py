@@ -12,8 +12,8 @@ from ..config import GenerationConfig
 from ..data.prepare import TokenizedSplit
 from ..data.records import as_text
 from ..models.generate import generate
-from ..run_files import SAMPLES
-from .artifacts import TEXT_LIMIT, write_jsonl
+from ..run_files import SAMPLES, write_jsonl
+from .artifacts import TEXT_LIMIT
 
 
 def sample_answers(model: torch.nn.Module, tokenizer: Any, split: TokenizedSplit, n: int, settings: GenerationConfig,

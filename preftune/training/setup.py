@@ -21,24 +21,24 @@ from ..data.prepare import TokenizedSplit, prepare_data
 from ..data.stream import BatchSource, BatchStream
 from ..data.unpaired import kl_pairs, weight_advice
 from ..errors import ConfigError, PreftuneError
-from ..run_files import check_writable
 from ..models.checkpointing import enable_checkpointing
 from ..models.fused_mlp import fuse_mlps
 from ..models.fused_norm import fuse_norms
 from ..models.compiling import compile_layers
-from ..models.loading import add_lora, check_same_vocabulary, is_peft, load_model, load_tokenizer
+from ..models.loading import add_lora, is_peft, load_model, load_tokenizer
 from ..models.logprobs import LogpsModel
-from .artifacts import CONFIG, DATA_SUMMARY, data_summary
+from ..run_files import CONFIG, DATA_SUMMARY, check_writable
+from .artifacts import data_summary
 from .checkpoint import TrainState, checkpoint_bytes, latest_valid_checkpoint, load_checkpoint, verify
 from .diagnostics import Diagnostics, not_applicable
 from .outputs import write_config
 from .objectives import choose_objective
 from .modes import Mode, launch_settings, pick_mode
-from .progress import stage
+from ..progress import stage
 from .running import Run, RunData, RunFolder
-from .reference import (AdapterDisabledReference, NoReference, PrecomputedReference, Reference, ReferenceTable, SeparateReference,
-                        StartAdapterReference, add_frozen_start_adapter, default_reference_cache, model_fingerprint, pairs_fingerprint,
-                        precompute)
+from ..scoring.choice import choose_reference, make_reference
+from ..scoring.reference import (PrecomputedReference, Reference, ReferenceTable, SeparateReference, default_reference_cache,
+                                 model_fingerprint, pairs_fingerprint, precompute)
 from . import host_memory, kto
 from .tracking import flat_config, tracker_setup
 
@@ -87,33 +87,28 @@ def resolve_strategy(cfg: RunConfig, lora: bool | None = None) -> str:
 
 def build_reference(cfg: RunConfig, policy: torch.nn.Module | None, accelerator: Any, mode: Mode, strategy: str,
                     frozen_start: torch.nn.Module | None = None, continuing: bool = False, tokenizer: Any = None) -> Reference:
-    """The live reference for `strategy` (precomputed builds on this: see `precomputed_tables`). `frozen_start` is a
-    frozen copy of a model the caller passed, used instead of loading `model.name_or_path`; `continuing` says the LoRA
-    policy starts from an existing adapter, which then stays in the reference, frozen (`reference.start_adapter`)."""
+    """The live reference for `strategy` (precomputed builds on this: see `precomputed_tables`), chosen by
+    `scoring.choice`'s one rule. `frozen_start` is a frozen copy of a model the caller passed, used instead of loading
+    `model.name_or_path`; `continuing` says the LoRA policy starts from an existing adapter, which then stays in the
+    reference, frozen (`reference.start_adapter`)."""
     chunk = cfg.train.logits_chunk
-    if strategy == "none":
-        return NoReference()
-    lora = policy is not None and is_peft(policy)
-    if strategy == "adapter_disabled" or (strategy == "precomputed" and lora and cfg.reference.name_or_path is None):
-        if continuing and cfg.reference.start_adapter == "frozen":
-            add_frozen_start_adapter(accelerator.unwrap_model(policy))
-            return StartAdapterReference(policy, chunk, accelerator.unwrap_model)
-        return AdapterDisabledReference(policy, chunk, accelerator.unwrap_model)
     ref_path = cfg.reference.name_or_path
-    if ref_path is not None and ref_path != cfg.model.name_or_path:
+    lora = policy is not None and is_peft(policy)
+    choice = choose_reference(strategy, explicit=ref_path, adapter_base=cfg.model.name_or_path if lora else None,
+                              start=frozen_start if frozen_start is not None else cfg.model.name_or_path,
+                              start_adapter=cfg.model.lora.adapter_path, keep_start_adapter=continuing and cfg.reference.start_adapter == "frozen")
+    if choice.named_by is not None and ref_path != cfg.model.name_or_path:
         logger.warning("reference: %s differs from the policy's start %s; DPO's derivation assumes the reference is the SFT checkpoint the policy starts from",
                        ref_path, cfg.model.name_or_path)
-    if frozen_start is not None and ref_path is None:
-        model = frozen_start
-    else:
-        start_adapter = continuing and ref_path is None and cfg.reference.start_adapter == "frozen" and cfg.model.lora.adapter_path
-        model = load_model(cfg.model, start_adapter or ref_path or cfg.model.name_or_path, trainable=False, attention=cfg.experimental.attention)  # an adapter folder loads merged
-    if ref_path is not None and policy is not None:
-        check_same_vocabulary(accelerator.unwrap_model(policy), model, ref_path, "reference.name_or_path", tokenizer)
-    model = model.to(accelerator.device)
-    if mode.rewraps:
-        model = mode.shard_reference(LogpsModel(model, chunk))  # sharded like the policy
-    return SeparateReference(model, chunk)
+
+    def load(path: str) -> torch.nn.Module:  # an adapter folder loads merged
+        return load_model(cfg.model, path, trainable=False, attention=cfg.experimental.attention)
+
+    def place(model: torch.nn.Module) -> torch.nn.Module:
+        model = model.to(accelerator.device)
+        return mode.shard_reference(LogpsModel(model, chunk)) if mode.rewraps else model  # sharded like the policy
+
+    return make_reference(choice, policy, chunk, load, place=place, unwrap=accelerator.unwrap_model, tokenizer=tokenizer)
 
 
 def reference_cache_key(cfg: RunConfig, model_fp: str, pairs_fp: str) -> str:

@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from .artifacts import write_text_atomic
+from ..run_files import write_text_atomic
 
 
 def tracker_setup(report_to: list[str], output_dir: Path) -> dict[str, Any]:

@@ -22,8 +22,8 @@ from preftune.evaluation.preference import preference_summary
 from preftune.evaluation.run import sample_pairs, score_pairs
 from preftune.config import LossConfig
 from preftune.models.logprobs import SequenceLogps
-from preftune.training.metrics import pair_metrics
-from preftune.training.scoring import LossFunction
+from preftune.scoring.metrics import pair_metrics
+from preftune.scoring.batches import LossFunction
 from preftune.training.run import train
 
 from ..conftest import write_jsonl

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-import preftune.training.scoring as scoring
+import preftune.scoring.batches as scoring
 from preftune.training.checkpoint import list_checkpoints
 from preftune.training.loop import NonFiniteLoss
 from preftune.training.run import train

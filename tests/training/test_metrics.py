@@ -9,9 +9,9 @@ from transformers import AutoModelForCausalLM
 
 from preftune.config import LossConfig
 from preftune.data.batch import collate
-from preftune.training.scoring import LossFunction, loss_on_batch
-from preftune.training.metrics import MetricAccumulator
-from preftune.training.reference import PrecomputedReference
+from preftune.scoring.batches import LossFunction, loss_on_batch
+from preftune.scoring.metrics import MetricAccumulator
+from preftune.scoring.reference import PrecomputedReference
 
 from ..models.test_layouts import hh_pairs
 

@@ -17,7 +17,7 @@ from safetensors.torch import load_file
 from preftune.data.stream import BatchStream
 from preftune.training.loop import fit
 from preftune.training.callbacks import Callbacks
-from preftune.training.reference import ReferenceTable
+from preftune.scoring.reference import ReferenceTable
 from preftune.training.run import train
 from preftune.training.setup import precompute_reference, setup_run
 

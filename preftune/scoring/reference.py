@@ -18,7 +18,7 @@ from safetensors.torch import load_file, save_file
 from ..data.batch import PreferenceBatch
 from ..data.tokenize import TokenizedPair
 from ..models.logprobs import policy_logps
-from .scoring import Reference, reference_values, score
+from .batches import Reference, reference_values, score
 
 logger = logging.getLogger("preftune.training")
 

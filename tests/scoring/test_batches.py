@@ -15,7 +15,7 @@ from transformers import AutoModelForCausalLM
 from preftune.config import LossConfig
 from preftune.data.batch import collate
 from preftune.errors import ConfigError
-from preftune.training.scoring import LossFunction, loss_on_batch, reference_values, score, weighted_mean
+from preftune.scoring.batches import LossFunction, loss_on_batch, reference_values, score, weighted_mean
 
 from ..models.test_layouts import hh_pairs
 
