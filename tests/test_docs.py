@@ -123,3 +123,12 @@ def test_the_readmes_headline_numbers_are_the_stored_comparisons() -> None:
         speed = statistics.median(p["pairs_per_s"] / t["pairs_per_s"] for p, t in zip(pre, trl, strict=True))
         memory = statistics.median(x["peak_rss_mib"] for x in pre) / statistics.median(x["peak_rss_mib"] for x in trl)
         assert f"{speed:.2f}×" in text and f"{memory:.2f}×" in text, c["mode"]
+
+
+def test_the_readme_counts_the_losses_the_registry_has() -> None:
+    import re
+
+    from preftune.losses import NAMES
+
+    found = re.search(r"(\d+) losses behind one registry", (ROOT / "README.md").read_text(encoding="utf-8"))
+    assert found is not None and int(found.group(1)) == len(NAMES)

@@ -9,6 +9,8 @@ functions, and these formulas are what it must reach.
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
@@ -57,6 +59,40 @@ def ipo(x: PairLogps, beta: float, normalize: str) -> LossOutput:
 register("ipo", "Identity Preference Optimization: (h − 1/(2β))²; h per-token averaged by default (TRL), or summed (paper).",
          "Azar et al. 2023, A General Theoretical Paradigm to Understand Learning from Human Preferences, eq. 17",
          {"normalize": "tokens"}, domains={"normalize": "tokens|sum"}, formula="(h′ − 1/(2β))², h′ = r_w/ℓ_w − r_l/ℓ_l (normalize: tokens) or h (normalize: sum)")(ipo)
+
+
+def sigmoid_norm(x: PairLogps, beta: float) -> LossOutput:
+    h = x.chosen_logratios / x.chosen_lengths - x.rejected_logratios / x.rejected_lengths
+    return ref_rewards(x, beta, -F.logsigmoid(beta * h))
+
+register("sigmoid_norm", "Length-normalized DPO: −log σ(β·(r_w/ℓ_w − r_l/ℓ_l)), each log-ratio averaged over its response tokens (TRL 'sigmoid_norm').",
+         "TRL 1.16 DPOTrainer loss_type='sigmoid_norm'; the per-token averaging of Meng et al. 2024 (SimPO) with the reference kept",
+         formula="−log σ(β (r_w/ℓ_w − r_l/ℓ_l))")(sigmoid_norm)
+
+
+def f_score(logratio: torch.Tensor, divergence: str, alpha: float) -> torch.Tensor:
+    """f′(πθ/πref) of the f-divergence, from the log-ratio: reverse KL log t, forward KL 1 − 1/t, Jensen-Shannon
+    log(2t/(1+t)), α-divergence (t^(α−1) − 1)/(α − 1) (log t at α = 1)."""
+    if divergence == "forward_kl":
+        return 1 - torch.exp(-logratio)
+    if divergence == "js_divergence":
+        return math.log(2) + F.logsigmoid(logratio)
+    if divergence == "alpha_divergence" and abs(alpha - 1) >= 1e-6:
+        return torch.expm1(torch.clamp((alpha - 1) * logratio, max=80.0)) / (alpha - 1)
+    return logratio
+
+
+def f_dpo(x: PairLogps, beta: float, f_divergence_type: str, f_alpha_divergence_coef: float) -> LossOutput:
+    scores = f_score(x.chosen_logratios, f_divergence_type, f_alpha_divergence_coef) - f_score(x.rejected_logratios, f_divergence_type, f_alpha_divergence_coef)
+    return ref_rewards(x, beta, -F.logsigmoid(beta * scores))
+
+register("f_dpo", "f-DPO: DPO with the reverse KL replaced by another f-divergence: −log σ(β·(f′(t_w) − f′(t_l))), t = πθ/πref "
+         "(TRL loss_type='sigmoid' with f_divergence_type).",
+         "Wang et al. 2024, Beyond Reverse KL: Generalizing Direct Preference Optimization with Diverse Divergence Constraints, eq. 11",
+         {"f_divergence_type": "reverse_kl", "f_alpha_divergence_coef": 0.5},
+         domains={"f_divergence_type": "reverse_kl|forward_kl|js_divergence|alpha_divergence", "f_alpha_divergence_coef": "(0, inf)"},
+         formula="−log σ(β (f′(t_w) − f′(t_l))), t = e^r; f′ = log t (reverse_kl), 1 − 1/t (forward_kl), log(2t/(1+t)) (js_divergence), "
+                 "(t^(α−1) − 1)/(α − 1) (alpha_divergence)")(f_dpo)
 
 
 def hinge(x: PairLogps, beta: float) -> LossOutput:

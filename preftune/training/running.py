@@ -105,7 +105,7 @@ class Run:
         was_training = self.policy.training
         self.policy.eval()
         values = lambda b: self.objective.on_batch(self.policy, b, self.ref_eval, self.cfg.train.logits_chunk)[1]  # noqa: E731
-        keep = EVAL_KEEP if self.cfg.stage == "preference" and not self.cfg.loss.unpaired() else ()
+        keep = EVAL_KEEP if self.objective.eval_pairs else ()
         means, per_pair = score(self.data.eval.epoch(0), values, keep, self.accelerator.autocast, self.gather)
         if was_training:
             self.policy.train()
@@ -120,7 +120,7 @@ class Run:
         """SFT: the model's greedy answers to `sft.samples` held-out prompts at this step, added to samples.jsonl (on one
         process with an output folder; a distributed run skips them, as generation would need every shard)."""
         n, split = self.cfg.sft.samples, self.data.eval_split
-        if self.cfg.stage != "sft" or not n or split is None or self.folder.path is None or self.accelerator.num_processes > 1:
+        if not self.objective.samples or not n or split is None or self.folder.path is None or self.accelerator.num_processes > 1:
             return
         model = self.accelerator.unwrap_model(self.policy).model
         add_samples(self.folder.path, sample_answers(model, self.data.tokenizer, split, n, self.cfg.generation, self.accelerator.device,

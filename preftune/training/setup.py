@@ -32,7 +32,7 @@ from .artifacts import data_summary
 from .checkpoint import TrainState, checkpoint_bytes, latest_valid_checkpoint, load_checkpoint, verify
 from .diagnostics import Diagnostics, not_applicable
 from .outputs import write_config
-from .objectives import choose_objective
+from .objectives import Objective, choose_objective
 from .modes import Mode, launch_settings, pick_mode
 from ..progress import stage
 from .running import Run, RunData, RunFolder
@@ -69,19 +69,16 @@ def make_accelerator(cfg: RunConfig) -> Any:
     return Accelerator(mixed_precision=cfg.train.mixed_precision, **launch_settings(), **trackers)
 
 
-def resolve_strategy(cfg: RunConfig, lora: bool | None = None) -> str:
+def resolve_strategy(cfg: RunConfig, objective: Objective, lora: bool | None = None) -> str:
     """The reference strategy `auto` stands for; `lora` says whether the policy is an adapter (default: the config's)."""
     lora = cfg.model.lora.enabled if lora is None else lora
     strategy = cfg.reference.strategy
-    if cfg.stage == "sft":
-        return "none"  # SFT compares with no reference
-    if strategy == "auto":
-        if not cfg.loss.uses_reference():
-            return "none"
-        return "adapter_disabled" if lora else "separate"
-    if strategy != "none" and not cfg.loss.uses_reference():
-        logger.info("reference: loss %s needs no reference; strategy %s is ignored", cfg.loss.name, strategy)
+    if not objective.uses_reference:  # SFT, or a reference-free loss
+        if strategy not in ("auto", "none"):
+            logger.info("reference: %s needs no reference; reference.strategy %s is ignored", "SFT" if cfg.stage == "sft" else f"loss {cfg.loss.name}", strategy)
         return "none"
+    if strategy == "auto":
+        return "adapter_disabled" if lora else "separate"
     return strategy
 
 
@@ -274,8 +271,9 @@ def setup_run(cfg: RunConfig, model: torch.nn.Module | None = None, tokenizer: A
     steps_per_epoch = max(1, data.train.num_batches() // cfg.train.grad_accum)
     total_steps = cfg.train.max_steps or max(1, math.ceil(cfg.train.epochs * steps_per_epoch))
 
+    objective = choose_objective(cfg, accelerator.gather if accelerator.num_processes > 1 else None)
     lora = cfg.model.lora.enabled or (model is not None and is_peft(model))
-    strategy = resolve_strategy(cfg, lora)
+    strategy = resolve_strategy(cfg, objective, lora)
     mode = pick_mode(accelerator)
     mode.check(strategy, lora, cfg.reference.name_or_path is not None)
     needs_copy = model is not None and cfg.reference.name_or_path is None and (strategy == "separate" or (strategy == "precomputed" and not lora))
@@ -307,7 +305,7 @@ def setup_run(cfg: RunConfig, model: torch.nn.Module | None = None, tokenizer: A
         del live  # the tables hold it until they cover what the run uses (a frozen copy is then freed)
     logger.info("reference strategy: %s", strategy)
 
-    logps_model = LogpsModel(policy, cfg.train.logits_chunk, top1=cfg.stage == "sft")
+    logps_model = LogpsModel(policy, cfg.train.logits_chunk, top1=objective.counts_top1)
     mode.before_optimizer(logps_model)
     optimizer, scheduler = make_optimizer(policy, cfg, total_steps, sharded=mode.rewraps)
     prepared, optimizer = mode.prepare(logps_model, optimizer, cfg)
@@ -324,8 +322,7 @@ def setup_run(cfg: RunConfig, model: torch.nn.Module | None = None, tokenizer: A
     if folder.path is not None:
         write_config(cfg, folder.path / CONFIG)
         folder.write(DATA_SUMMARY, data_summary(data.train_split, data.eval_split, data.loaded))
-    diagnostics = cfg.diagnostics.model_copy(update={"enabled": False}) if cfg.stage == "sft" else cfg.diagnostics  # DPO's failure modes only
-    objective = choose_objective(cfg, accelerator.gather if accelerator.num_processes > 1 else None)
+    diagnostics = cfg.diagnostics if objective.diagnoses else cfg.diagnostics.model_copy(update={"enabled": False})
     return Run(cfg, accelerator, data, policy, prepared, ref_train, ref_eval, strategy, objective, optimizer, scheduler,
                BatchStream(data.train, state.epoch, state.batch_in_epoch), state, total_steps, resume_dir is not None, folder,
                Diagnostics(diagnostics, not_applicable(cfg.loss.uses_reference(), cfg.loss.name)), mode)

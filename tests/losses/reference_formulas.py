@@ -30,6 +30,21 @@ def pair_loss(name: str, pc: float, pr: float, rc: float, rr: float, lc: float, 
         return (hh - 1 / (2 * beta)) ** 2
     if name == "hinge":
         return max(0.0, 1 - beta * h)
+    if name == "sigmoid_norm":
+        return -log_sigmoid(beta * (rw / lc - rl / lr))
+    if name == "f_dpo":
+        kind, a = p["f_divergence_type"], p["f_alpha_divergence_coef"]
+
+        def f(r: float) -> float:  # f'(t) at t = πθ/πref = e^r (Wang et al. 2024, table 1)
+            if kind == "forward_kl":
+                return 1 - 1 / math.exp(r)
+            if kind == "js_divergence":
+                t = math.exp(r)
+                return math.log(2 * t / (1 + t))
+            if kind == "alpha_divergence" and a != 1:
+                return (math.exp(r) ** (a - 1) - 1) / (a - 1)
+            return r  # reverse KL: log t
+        return -log_sigmoid(beta * (f(rw) - f(rl)))
     if name == "dpop":
         return -log_sigmoid(beta * (h - p["lambda_"] * max(0.0, rc - pc)))
     if name == "rpo":

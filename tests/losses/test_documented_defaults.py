@@ -27,6 +27,8 @@ DOCUMENTED = {  # name: (β, parameters, needs a reference)
     "aot": (0.1, {"label_smoothing": 0.0}, True),
     "aot_pair": (0.1, {"label_smoothing": 0.0}, True),
     "discopop": (0.1, {"tau": 0.05}, True),
+    "sigmoid_norm": (0.1, {}, True),
+    "f_dpo": (0.1, {"f_divergence_type": "reverse_kl", "f_alpha_divergence_coef": 0.5}, True),  # TRL 1.16's defaults
     "kto": (0.1, {"desirable_weight": 1.0, "undesirable_weight": 1.0}, True),
 }
 

@@ -168,7 +168,21 @@ NON_DEFAULT = {  # a value inside each parameter's domain other than its default
     "cdpo": {"label_smoothing": 0.25}, "robust": {"label_smoothing": 0.3}, "ipo": {"normalize": "sum"}, "dpop": {"lambda_": 5.0},
     "rpo": {"alpha": 0.3}, "simpo": {"gamma_beta_ratio": 1.3, "label_smoothing": 0.2}, "orpo": {"lambda_": 0.7},
     "exo_pair": {"label_smoothing": 0.1}, "aot": {"label_smoothing": 0.2}, "aot_pair": {"label_smoothing": 0.35}, "discopop": {"tau": 0.5},
+    "f_dpo": {"f_divergence_type": "alpha_divergence", "f_alpha_divergence_coef": 0.3},
 }
+
+
+@pytest.mark.parametrize("divergence", ["forward_kl", "js_divergence", "alpha_divergence"])
+@pytest.mark.parametrize("alpha", [0.3, 1.0, 1.7])
+def test_f_dpo_with_each_divergence_matches_the_formula(divergence: str, alpha: float) -> None:
+    x = random_inputs(32, 3.0, seed=5)
+    params = {"f_divergence_type": divergence, "f_alpha_divergence_coef": alpha}
+    got = compute_loss("f_dpo", beta=0.37, **params, **x).losses.tolist()
+    cols = [x[k].tolist() for k in ("policy_chosen_logps", "policy_rejected_logps", "reference_chosen_logps",
+                                     "reference_rejected_logps", "chosen_lengths", "rejected_lengths")]
+    assert got == pytest.approx([ref.pair_loss("f_dpo", *row, 0.37, params) for row in zip(*cols)], rel=1e-6, abs=1e-9)
+    dpo = compute_loss("dpo", beta=0.37, **x).losses.tolist()
+    assert (got == pytest.approx(dpo, rel=1e-9)) is (divergence == "alpha_divergence" and alpha == 1.0)  # α = 1 is reverse KL
 
 
 def test_every_parameter_has_a_non_default_case() -> None:

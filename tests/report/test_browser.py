@@ -24,7 +24,7 @@ def open_report(browser: Any, run_dir: Path) -> tuple[Any, list[str]]:
     return page, errors
 
 
-def python_values(name: str, v: dict[str, float], beta: float, length_normalize: bool = False) -> dict[str, float]:
+def python_values(name: str, v: dict[str, float], beta: float, length_normalize: bool = False, **params: Any) -> dict[str, float]:
     """compute_loss on one pair in float64, with the gradients of the loss on the policy log-probs; for KTO, kto_loss on
     the chosen response as a desirable and the rejected one as an undesirable example against z₀ = v["z"], averaged."""
     t = {k: torch.tensor([v[k]], dtype=torch.float64, requires_grad=k in ("pc", "pr")) for k in FIELDS}
@@ -36,7 +36,7 @@ def python_values(name: str, v: dict[str, float], beta: float, length_normalize:
     else:
         out = compute_loss(name, policy_chosen_logps=t["pc"], policy_rejected_logps=t["pr"], reference_chosen_logps=t["rc"],
                            reference_rejected_logps=t["rr"], chosen_lengths=t["lc"], rejected_lengths=t["lr"], beta=beta,
-                           length_normalize=length_normalize)
+                           length_normalize=length_normalize, **params)
         loss, rewards = out.losses.sum(), torch.cat([out.chosen_rewards, out.rejected_rewards])
     gc, gr = torch.autograd.grad(loss, [t["pc"], t["pr"]], allow_unused=True)  # sft does not use rejected
     return {"loss": loss.item(), "chosen_reward": rewards[0].item(), "rejected_reward": rewards[1].item(),
@@ -105,5 +105,12 @@ def test_every_loss_matches_python_on_random_pairs(browser: Any, tiny_run: Path)
             assert close(got["chosen_reward"], want["chosen_reward"], 1e-12, 1e-12)
             tried += 1
     assert tried == 20 * len(NAMES)
+    f_dpo = next(s for s in specs if s["name"] == "f_dpo")
+    for divergence in ("forward_kl", "js_divergence", "alpha_divergence"):
+        params = {"f_divergence_type": divergence, "f_alpha_divergence_coef": 0.3}
+        for _ in range(10):
+            v = {"pc": -rng.uniform(20, 40), "pr": -rng.uniform(20, 40), "rc": -rng.uniform(20, 40), "rr": -rng.uniform(20, 40), "lc": 9.0, "lr": 5.0}
+            got = page.evaluate("([spec, v, b]) => preftuneLosses.compute(spec, v, b)", [{**f_dpo, "params": params}, v, 0.1])
+            assert close(got["loss"], python_values("f_dpo", v, 0.1, **params)["loss"], 1e-9, 1e-12), (divergence, v)
     assert errors == []
     page.close()

@@ -7,6 +7,15 @@
   const smoothed = (z, eps) => -(1 - eps) * logsig(z) - eps * logsig(-z);
   const logOdds = (avg) => avg - Math.log(-Math.expm1(avg));
 
+  // f′(πθ/πref) of f-DPO's divergence, from the log-ratio r
+  const fScore = (r, p) => {
+    const a = p.f_alpha_divergence_coef;
+    if (p.f_divergence_type === "forward_kl") return 1 - Math.exp(-r);
+    if (p.f_divergence_type === "js_divergence") return Math.LN2 + logsig(r);
+    if (p.f_divergence_type === "alpha_divergence" && Math.abs(a - 1) >= 1e-6) return Math.expm1(Math.min((a - 1) * r, 80)) / (a - 1);
+    return r;
+  };
+
   // x: {pc, pr, rc, rr, lc, lr} after the reference and length handling of compute_loss; each returns the loss.
   const clr = (x) => x.pc - x.rc;
   const rlr = (x) => x.pr - x.rr;
@@ -24,6 +33,8 @@
       return (h - 1 / (2 * b)) ** 2;
     },
     hinge: (x, b) => Math.max(0, 1 - b * margin(x)),
+    sigmoid_norm: (x, b) => -logsig(b * (clr(x) / x.lc - rlr(x) / x.lr)),
+    f_dpo: (x, b, p) => -logsig(b * (fScore(clr(x), p) - fScore(rlr(x), p))),
     dpop: (x, b, p) => -logsig(b * (margin(x) - p.lambda_ * Math.max(0, x.rc - x.pc))),
     rpo: (x, b, p) => -logsig(b * margin(x)) + p.alpha * (-x.pc / x.lc),
     sft: (x) => -x.pc / x.lc,
