@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
+from typing import Any
 from dataclasses import dataclass, field, replace
 
 import torch
@@ -33,6 +34,7 @@ class PreferenceBatch:
     indices: torch.Tensor            # (B,) position of each pair in the data set
     layout: str = "padded"
     extras: dict[str, torch.Tensor] = field(default_factory=dict)  # e.g. precomputed reference log-probs
+    derived: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)  # forms of the mask built once (models.attention)
 
     @property
     def lengths(self) -> torch.Tensor:
@@ -51,7 +53,7 @@ class PreferenceBatch:
         move = lambda t: (t.pin_memory() if pin and t.device.type == "cpu" else t).to(device, non_blocking=True)  # noqa: E731
         return replace(self, input_ids=move(self.input_ids), attention_mask=move(self.attention_mask), position_ids=move(self.position_ids),
                        rows=move(self.rows), cols=move(self.cols), labels=move(self.labels), seq=move(self.seq),
-                       weights=move(self.weights), extras={k: move(v) for k, v in self.extras.items()})
+                       weights=move(self.weights), extras={k: move(v) for k, v in self.extras.items()}, derived={})
 
 
 def collate_padded(pairs: Sequence[TokenizedPair], indices: Sequence[int], pad_id: int) -> PreferenceBatch:

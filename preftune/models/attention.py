@@ -10,7 +10,7 @@ given, and the backward pass keeps the repeated copies)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -21,8 +21,7 @@ from ..errors import ConfigError
 SEGMENTS = "preftune_segments"
 SDPA = "preftune_sdpa"
 IMPLEMENTATIONS = {"sdpa": SDPA, "flex": "flex_attention", "segments": SEGMENTS}  # experimental.attention -> transformers' attn_implementation
-_last: list[Any] = [None, None]  # (segment ids, BlockMask) of the latest batch: the policy and a live reference share it
-_layout: list[Any] = [None, {}]  # the latest batch's boolean mask, and its additive float form by dtype
+LAYOUT_KWARG = "preftune_layout"  # the keyword through which a forward pass hands its batch's mask forms to the attention functions
 
 
 def uses_flex(module: torch.nn.Module) -> bool:
@@ -40,9 +39,9 @@ def flex_block_mask(batch: PreferenceBatch) -> Any:
     if "segment" not in batch.extras:
         raise ConfigError(f"experimental.attention: flex needs segment ids, which the {batch.layout} layout has none of. "
                           "Fix: set train.layout: packed (or prefix_shared), or experimental.attention: sdpa.")
+    if "block_mask" in batch.derived:
+        return batch.derived["block_mask"]
     segment, part = batch.extras["segment"], batch.extras["part"]
-    if _last[0] is segment:
-        return _last[1]
 
     def mask_mod(b: torch.Tensor, h: torch.Tensor, q: torch.Tensor, kv: torch.Tensor) -> torch.Tensor:
         same = (segment[b, q] == segment[b, kv]) & (segment[b, q] >= 0) & (kv <= q)
@@ -50,8 +49,8 @@ def flex_block_mask(batch: PreferenceBatch) -> Any:
         return (same & ~rejected_sees_chosen) | (q == kv)
 
     rows, length = segment.shape
-    _last[:] = segment, create_block_mask(mask_mod, B=rows, H=None, Q_LEN=length, KV_LEN=length, device=segment.device)
-    return _last[1]
+    batch.derived["block_mask"] = create_block_mask(mask_mod, B=rows, H=None, Q_LEN=length, KV_LEN=length, device=segment.device)
+    return batch.derived["block_mask"]
 
 
 @dataclass
@@ -68,14 +67,10 @@ class SegmentPlan:
     dest: torch.Tensor
 
 
-_plan: list[SegmentPlan | None] = [None]
-
-
 def segment_plan(batch: PreferenceBatch) -> SegmentPlan:
-    """The batch's `SegmentPlan`, made the active one for attention (built once per batch)."""
-    current = _plan[0]
-    if current is not None and current.source is batch.attention_mask:
-        return current
+    """The batch's `SegmentPlan` (built once per batch; the policy and a live reference share it)."""
+    if "segment_plan" in batch.derived:
+        return batch.derived["segment_plan"]
     if "segment" not in batch.extras:
         raise ConfigError(f"experimental.attention: segments needs segment ids, which the {batch.layout} layout has none of. "
                           "Fix: set train.layout: packed (or prefix_shared), or experimental.attention: sdpa.")
@@ -101,19 +96,20 @@ def segment_plan(batch: PreferenceBatch) -> SegmentPlan:
     device = batch.attention_mask.device
     plan = SegmentPlan(batch.attention_mask, gather.to(device), mask.to(device), real.flatten().nonzero().flatten().to(device),
                        gather[real].to(device))
-    _plan[0] = plan
+    batch.derived["segment_plan"] = plan
     return plan
 
 
 def segment_attention_forward(module: torch.nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
                               attention_mask: torch.Tensor | None, dropout: float = 0.0, scaling: float | None = None,
                               **kwargs: Any) -> tuple[torch.Tensor, None]:
-    """transformers' attention interface: (B, H, L, D) queries, keys, values -> (B, L, H, D). With the active plan's
-    mask, each segment's tokens attend among themselves only; otherwise plain SDPA."""
+    """transformers' attention interface: (B, H, L, D) queries, keys, values -> (B, L, H, D). With the plan a forward
+    pass hands over (`layout_kwargs`) for this mask, each segment's tokens attend among themselves only; otherwise
+    plain SDPA."""
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
-    plan = _plan[0]
-    if plan is None or attention_mask is not plan.source:
+    plan = kwargs.pop(LAYOUT_KWARG, None)
+    if not isinstance(plan, SegmentPlan) or attention_mask is not plan.source:
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs)
     rows, heads, length, dim = query.shape
 
@@ -152,32 +148,53 @@ def check_layout_attention(module: torch.nn.Module, layout: str) -> None:
                           "Fix: load the model with attn_implementation='sdpa' (preftune's loaders do), or set train.layout: padded.")
 
 
-def use_layout_mask(mask: torch.Tensor) -> None:
-    """Make `mask` (a batch's (R, 1, L, L) boolean mask) the one `layout_sdpa_forward` serves from a shared float copy."""
-    if _layout[0] is not mask:
-        _layout[:] = mask, {}
+@dataclass
+class LayoutMask:
+    """A batch's (R, 1, L, L) boolean mask and its additive float forms (0 where attended, -inf elsewhere) by dtype,
+    each made once per batch and shared by every layer (given the boolean mask, SDPA would convert it in each layer
+    and keep each copy for the backward pass)."""
+
+    mask: torch.Tensor
+    additive: dict[torch.dtype, torch.Tensor] = field(default_factory=dict)
+
+    def as_additive(self, dtype: torch.dtype) -> torch.Tensor:
+        if dtype not in self.additive:
+            self.additive[dtype] = torch.zeros(self.mask.shape, dtype=dtype, device=self.mask.device).masked_fill_(~self.mask, float("-inf"))
+        return self.additive[dtype]
 
 
-def additive_mask(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """The active layout mask as an additive float mask (0 where attended, -inf elsewhere), made once per batch and dtype."""
-    cache = _layout[1]
-    if dtype not in cache:
-        cache[dtype] = torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill_(~mask, float("-inf"))
-    return cache[dtype]
+def layout_mask(batch: PreferenceBatch) -> LayoutMask:
+    """The batch's `LayoutMask` (built once per batch; the policy and a live reference share it)."""
+    if "layout_mask" not in batch.derived:
+        batch.derived["layout_mask"] = LayoutMask(batch.attention_mask)
+    return batch.derived["layout_mask"]
+
+
+def layout_kwargs(module: torch.nn.Module, batch: PreferenceBatch) -> dict[str, Any]:
+    """What a forward pass of `module` on `batch` hands its attention functions: the segment plan (segments) or the
+    shared additive mask (sdpa) of a layout's boolean mask; nothing for the padded layout or FlexAttention."""
+    if batch.attention_mask.dim() != 4 or uses_flex(module):
+        return {}
+    if uses_segments(module):
+        return {LAYOUT_KWARG: segment_plan(batch)}
+    check_layout_attention(module, batch.layout)
+    return {LAYOUT_KWARG: layout_mask(batch)} if uses_layout_sdpa(module) else {}
 
 
 def layout_sdpa_forward(module: torch.nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
                         attention_mask: torch.Tensor | None, dropout: float = 0.0, scaling: float | None = None,
                         **kwargs: Any) -> tuple[torch.Tensor, None]:
     """transformers' attention interface for `experimental.attention: sdpa`: (B, H, L, D) queries, keys, values -> (B, L, H, D).
-    With the active layout mask: SDPA with its shared additive copy and, on CPU, grouped-query attention without
-    repeated keys and values; any other call (generation, other masks) runs transformers' SDPA."""
+    With the layout mask a forward pass hands over (`layout_kwargs`): SDPA with its shared additive copy and, on CPU,
+    grouped-query attention without repeated keys and values; any other call (generation, other masks) runs
+    transformers' SDPA."""
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
-    if attention_mask is None or attention_mask is not _layout[0] or kwargs.get("position_bias") is not None:
+    layout = kwargs.pop(LAYOUT_KWARG, None)
+    if not isinstance(layout, LayoutMask) or attention_mask is not layout.mask or kwargs.get("position_bias") is not None:
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs)
     key, value, gqa = grouped_kv(query, key, value)
-    out = torch.nn.functional.scaled_dot_product_attention(query, key, value, attn_mask=additive_mask(attention_mask, query.dtype),
+    out = torch.nn.functional.scaled_dot_product_attention(query, key, value, attn_mask=layout.as_additive(query.dtype),
                                                            dropout_p=dropout if module.training else 0.0, scale=scaling, enable_gqa=gqa)
     return out.transpose(1, 2).contiguous(), None
 
@@ -195,3 +212,7 @@ def register_attention() -> None:
 
 def uses_segments(module: torch.nn.Module) -> bool:
     return getattr(getattr(module, "config", None), "_attn_implementation", None) == SEGMENTS
+
+
+def uses_layout_sdpa(module: torch.nn.Module) -> bool:
+    return getattr(getattr(module, "config", None), "_attn_implementation", None) == SDPA

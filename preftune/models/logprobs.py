@@ -13,7 +13,7 @@ import torch
 from torch.utils.checkpoint import checkpoint
 
 from ..data.batch import PreferenceBatch
-from .attention import check_layout_attention, flex_block_mask, segment_plan, use_layout_mask, uses_flex, uses_segments
+from .attention import flex_block_mask, layout_kwargs, uses_flex
 
 
 @dataclass
@@ -101,12 +101,8 @@ def sequence_logps(model: torch.nn.Module, batch: PreferenceBatch, chunk: int = 
     slot's tokens are the model's most likely token)."""
     decoder, head = decoder_and_head(model)
     mask = flex_block_mask(batch) if uses_flex(decoder) else batch.attention_mask
-    if uses_segments(decoder) and batch.attention_mask.dim() == 4:
-        segment_plan(batch)  # attention then runs per pair segment
-    elif batch.attention_mask.dim() == 4:
-        check_layout_attention(decoder, batch.layout)
-        use_layout_mask(batch.attention_mask)  # one additive copy for all layers
-    out = decoder(input_ids=batch.input_ids, attention_mask=mask, position_ids=batch.position_ids, use_cache=False)
+    out = decoder(input_ids=batch.input_ids, attention_mask=mask, position_ids=batch.position_ids, use_cache=False,
+                  **layout_kwargs(decoder, batch))
     hidden = out.last_hidden_state[batch.rows, batch.cols]
     lp, ml, hit = token_logps(hidden, batch.labels, head, chunk, top1)
     slots = 2 * batch.num_pairs

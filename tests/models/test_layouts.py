@@ -155,9 +155,22 @@ def test_segment_attention_gives_the_sdpa_log_probs_and_gradients(layout: str, t
     if layout == "packed":
         assert batch.input_ids.shape[0] < len(pairs)  # several pairs share a row: what segment attention separates
     out, grads = {}, {}
+    masks: list[tuple[int, ...]] = []
+    sdpa = torch.nn.functional.scaled_dot_product_attention
+
+    def seen(*args, **kwargs):  # the masks SDPA is given
+        masks.append(tuple(kwargs["attn_mask"].shape) if kwargs.get("attn_mask") is not None else ())
+        return sdpa(*args, **kwargs)
+
     for impl in ("sdpa", "preftune_segments"):
         model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32, attn_implementation=impl)
-        out[impl] = sequence_logps(model, batch, chunk=64).logps
+        masks.clear()
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(torch.nn.functional, "scaled_dot_product_attention", seen)
+            out[impl] = sequence_logps(model, batch, chunk=64).logps
+        if impl == "preftune_segments":  # every layer attended per segment, with the plan's (S, 1, Lmax, Lmax) mask
+            plan = batch.derived["segment_plan"]
+            assert masks == [tuple(plan.mask.shape)] * model.config.num_hidden_layers
         (out[impl] * torch.linspace(-1, 1, out[impl].numel())).sum().backward()
         grads[impl] = {n: p.grad.clone() for n, p in model.named_parameters() if "layers.0." in n or "embed" in n}
     torch.testing.assert_close(out["preftune_segments"], out["sdpa"], rtol=1e-5, atol=1e-5)
