@@ -289,3 +289,37 @@ def test_a_packing_search_that_runs_out_of_budget_loses_no_segment() -> None:
     starved = pack_rows(lengths, 100, search_nodes=1)
     assert sorted(i for row in starved for i in row) == list(range(6))
     assert len(starved) == 3 and all(sum(lengths[i] for i in row) <= 100 for row in starved)
+
+
+def test_the_packing_search_budget_counts_each_placement_once_and_skips_rows_of_equal_load() -> None:
+    """[9, 4, 4, 6, 6, 3, 6, 5, 5] in rows of 16 fit in 3 rows only by search: 60 placements find it when rows of equal
+    load are tried once (109 without that pruning), so a budget of exactly 60 gives 3 rows and 59 gives 4."""
+    lengths = [9, 4, 4, 6, 6, 3, 6, 5, 5]
+    for budget, rows in ((60, 3), (59, 4)):
+        found = pack_rows(lengths, 16, search_nodes=budget)
+        assert len(found) == rows, budget
+        assert sorted(i for row in found for i in row) == list(range(9)) and all(sum(lengths[i] for i in row) <= 16 for row in found)
+
+
+def test_a_batch_bound_for_cuda_goes_through_pinned_memory_without_blocking(monkeypatch: pytest.MonkeyPatch, smol_tokenizer) -> None:
+    """The copy path of `PreferenceBatch.to`, recorded without a GPU: for a CUDA device every host tensor but the
+    data-set indices is pinned and copied with non_blocking=True; for the CPU nothing is pinned."""
+    from preftune.data.batch import collate
+
+    from ..models.test_layouts import hh_pairs
+
+    batch = collate("packed", hh_pairs(smol_tokenizer, 3), [0, 1, 2], smol_tokenizer.pad_token_id, row_tokens=600)
+    batch.derived["layout_mask"] = object()
+    pinned: list[int] = []
+    moved: list[tuple[str, bool]] = []
+    monkeypatch.setattr(torch.Tensor, "pin_memory", lambda t: pinned.append(id(t)) or t)
+    monkeypatch.setattr(torch.Tensor, "to", lambda t, device, non_blocking=False: moved.append((torch.device(device).type, non_blocking)) or t)
+    out = batch.to("cuda")
+    tensors = [batch.input_ids, batch.attention_mask, batch.position_ids, batch.rows, batch.cols, batch.labels, batch.seq, batch.weights,
+               *batch.extras.values()]
+    assert sorted(pinned) == sorted(id(t) for t in tensors)
+    assert moved == [("cuda", True)] * len(tensors)
+    assert out.indices is batch.indices and out.derived == {}  # forms of the mask belong to the tensors they were made from
+    pinned.clear(), moved.clear()
+    batch.to(torch.device("cpu"))
+    assert pinned == [] and moved == [("cpu", True)] * len(tensors)

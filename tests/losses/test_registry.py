@@ -37,6 +37,9 @@ def test_register_defaults_and_refusals(scratch_name: str) -> None:
     with pytest.raises(RuntimeError, match=f"loss '{scratch_name}' registered twice"):
         register(scratch_name, "d", "p", formula="f")(_identity)
     REGISTRY.pop(scratch_name)
+    register(scratch_name, "d", "p", formula="f", reward="avg_logp")(_identity)
+    assert get_spec(scratch_name).reward == "avg_logp"  # the reward kind given is the one kept
+    REGISTRY.pop(scratch_name)
     with pytest.raises(RuntimeError, match=f"loss '{scratch_name}': every parameter needs a domain"):
         register(scratch_name, "d", "p", params={"a": 1.0})
     with pytest.raises(RuntimeError, match="every parameter needs a domain"):

@@ -15,6 +15,8 @@ from transformers import AutoModelForCausalLM
 from preftune.config import LossConfig
 from preftune.data.batch import collate
 from preftune.errors import ConfigError
+from preftune.losses import compute_loss, compute_weighted
+from preftune.models.logprobs import SequenceLogps
 from preftune.scoring.batches import LossFunction, loss_on_batch, reference_values, score, weighted_mean
 
 from ..models.test_layouts import hh_pairs
@@ -134,7 +136,7 @@ def test_reference_values_are_the_references_log_probs_in_batch_order(smol_token
     batch = collate("padded", [pairs[2], pairs[0]], [2, 0], smol_tokenizer.pad_token_id)
     got = reference_values(FixedReference(torch.tensor([-1.0, -2.0, -3.0]), torch.tensor([-4.0, -5.0, -6.0])), batch)
     assert got["ref_logps/chosen"].tolist() == [-3.0, -1.0] and got["ref_logps/rejected"].tolist() == [-6.0, -4.0]
-    with pytest.raises(ValueError, match="needs a reference"):
+    with pytest.raises(ValueError, match="^reference_values needs a reference that gives log-probs$"):
         reference_values(NoReference(), batch)
 
 
@@ -163,3 +165,30 @@ def test_score_means_over_all_pairs_keeps_values_in_order_with_their_indices(smo
     assert per_pair == {} and means["a"] == pytest.approx(4.0)
     doubled = lambda t: torch.cat([t, t])  # noqa: E731  (two processes with the same sums)
     assert score(batches, values_of, gather=doubled)[0]["a"] == pytest.approx(4.0)
+
+
+def test_the_loss_function_hands_every_setting_of_its_section_to_the_losses() -> None:
+    policy = SequenceLogps(torch.tensor([-10.0, -12.0, -20.0, -9.0], dtype=torch.float64), torch.zeros(4))
+    ref = (torch.tensor([-11.0, -10.0], dtype=torch.float64), torch.tensor([-19.0, -12.0], dtype=torch.float64))
+    lengths = torch.tensor([4, 8, 5, 3])
+    logps = dict(policy_chosen_logps=policy.logps[:2], policy_rejected_logps=policy.logps[2:], reference_chosen_logps=ref[0],
+                 reference_rejected_logps=ref[1], chosen_lengths=lengths[:2], rejected_lengths=lengths[2:])
+
+    def run(cfg: LossConfig, **given) -> list[float]:
+        return LossFunction.from_config(cfg, **given)(policy, ref, lengths, 2).losses.tolist()
+
+    seen = set()
+    for normalize in (False, True):  # ipo's per-token h reads both lengths; length_normalize divides every log-prob
+        for free in (False, True):
+            got = run(LossConfig(name="ipo", beta=0.2, length_normalize=normalize, reference_free=free))
+            assert got == pytest.approx(compute_loss("ipo", beta=0.2, length_normalize=normalize, reference_free=free, **logps).losses.tolist())
+            seen.add(tuple(round(x, 9) for x in got))
+    assert len(seen) == 4  # each setting changes the loss
+    cfg = LossConfig(name="ipo", beta=0.2)
+    assert run(cfg, beta=0.5) == pytest.approx(compute_loss("ipo", beta=0.5, **logps).losses.tolist())
+    assert run(cfg, reference_free=True) == pytest.approx(compute_loss("ipo", beta=0.2, reference_free=True, **logps).losses.tolist())
+    assert run(LossConfig(name="ipo", beta=0.2, reference_free=True), reference_free=False) == pytest.approx(compute_loss("ipo", beta=0.2, **logps).losses.tolist())
+    assert run(LossConfig(name="ipo", beta=0.2, reference_free=True)) != pytest.approx(run(cfg))
+    both = LossConfig.model_validate({"components": [{"name": "ipo", "weight": 1.0}, {"name": "sft", "weight": 0.5}], "beta": 0.2})
+    want = compute_weighted([("ipo", 1.0, {"normalize": "tokens"}), ("sft", 0.5, {})], beta=0.2, **logps).losses.tolist()
+    assert run(both) == pytest.approx(want) and run(both) != pytest.approx(run(cfg))
