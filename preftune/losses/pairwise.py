@@ -135,8 +135,7 @@ register("bco_pair", "Binary classifier optimization on pairs: −log σ(β·r_w
 
 def exo_pair(x: PairLogps, beta: float, label_smoothing: float) -> LossOutput:
     z = beta * x.margin
-    eps = torch.tensor(label_smoothing, dtype=z.dtype, device=z.device)
-    losses = torch.sigmoid(z) * (F.logsigmoid(z) - torch.log1p(-eps)) + torch.sigmoid(-z) * (F.logsigmoid(-z) - torch.log(eps))
+    losses = torch.sigmoid(z) * (F.logsigmoid(z) - math.log1p(-label_smoothing)) + torch.sigmoid(-z) * (F.logsigmoid(-z) - math.log(label_smoothing))
     return ref_rewards(x, beta, losses)
 
 register("exo_pair", "Efficient exact optimization (EXO-pref), reverse KL to label-smoothed preferences with ε.",
@@ -176,8 +175,8 @@ register("apo_down", "Anchored preference optimization (down): lower both, rejec
 
 
 def aot(x: PairLogps, beta: float, label_smoothing: float) -> LossOutput:
-    policy_sorted, _ = torch.sort(x.policy_chosen - x.policy_rejected, dim=0)
-    ref_sorted, _ = torch.sort(x.reference_chosen - x.reference_rejected, dim=0)
+    policy_sorted = torch.sort(x.policy_chosen - x.policy_rejected).values  # (B,): sorted over the batch
+    ref_sorted = torch.sort(x.reference_chosen - x.reference_rejected).values
     return ref_rewards(x, beta, smoothed_sigmoid(beta * (policy_sorted - ref_sorted), label_smoothing))
 
 register("aot", "Alignment via optimal transport, paired: sorted policy log-odds against sorted reference log-odds (batch-level).",
@@ -185,8 +184,8 @@ register("aot", "Alignment via optimal transport, paired: sorted policy log-odds
 
 
 def aot_pair(x: PairLogps, beta: float, label_smoothing: float) -> LossOutput:
-    chosen_sorted, _ = torch.sort(x.chosen_logratios, dim=0)
-    rejected_sorted, _ = torch.sort(x.rejected_logratios, dim=0)
+    chosen_sorted = torch.sort(x.chosen_logratios).values  # (B,): sorted over the batch
+    rejected_sorted = torch.sort(x.rejected_logratios).values
     return ref_rewards(x, beta, smoothed_sigmoid(beta * (chosen_sorted - rejected_sorted), label_smoothing))
 
 register("aot_pair", "Alignment via optimal transport, unpaired form: sorted chosen log-ratios against sorted rejected log-ratios (TRL 1.16 'aot_unpaired').",
