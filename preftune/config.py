@@ -131,7 +131,7 @@ class ModelConfig(Section):
 
 class ReferenceConfig(Section):
     strategy: Literal["auto", "separate", "adapter_disabled", "precomputed", "none"] = Field(
-        "auto", description="auto: none for reference-free losses, adapter_disabled with LoRA, else separate")
+        "auto", description="auto: none for reference-free losses, else reference.name_or_path when set, else adapter_disabled with LoRA, else separate")
     name_or_path: str | None = Field(None, description="reference model when strategy is separate (default: the policy's start)")
     cache_dir: str | None = Field(None, description="precomputed reference log-prob cache (default ~/.cache/preftune/reference)")
     precompute: Literal["lazy", "upfront"] = Field(

@@ -15,6 +15,8 @@ from safetensors.torch import load_file
 
 from ..config import RunConfig
 from ..errors import ConfigError
+from ..models.logprobs import LogpsModel
+from ..scoring.choice import ReferenceChoice
 from . import sharding, zero
 from .outputs import TRAINABLE, load_trainable
 
@@ -33,12 +35,13 @@ class Mode:
     def __init__(self, accelerator: Any):
         self.accelerator = accelerator
 
-    def check(self, strategy: str, lora: bool, reference_named: bool) -> None:
-        """Refuse, with the fix, a reference strategy this mode cannot run."""
+    def check(self, reference: ReferenceChoice) -> None:
+        """Refuse, with the fix, a reference this mode cannot run."""
 
-    def shard_reference(self, logps_model: torch.nn.Module) -> torch.nn.Module:
-        """A separate reference's log-prob module, sharded as the policy is."""
-        return logps_model
+    def shard_reference(self, model: torch.nn.Module, chunk: int) -> torch.nn.Module:
+        """A separate reference model as this mode runs it: as it is here; sharded like the policy (its log-prob
+        module) where the mode shards."""
+        return model
 
     def before_optimizer(self, logps_model: torch.nn.Module) -> None:
         """What the mode does to the policy's log-prob module before its optimizer is made (nothing here)."""
@@ -88,8 +91,8 @@ class AcceleratorFSDP(Mode):
     name = "FSDP"
     rewraps = True
 
-    def shard_reference(self, logps_model: torch.nn.Module) -> torch.nn.Module:
-        return self.accelerator.prepare_model(logps_model, evaluation_mode=True)
+    def shard_reference(self, model: torch.nn.Module, chunk: int) -> torch.nn.Module:
+        return self.accelerator.prepare_model(LogpsModel(model, chunk), evaluation_mode=True)
 
 
 class CpuFSDP(Mode):
@@ -99,13 +102,13 @@ class CpuFSDP(Mode):
     name = "FSDP on CPU processes"
     rewraps = True
 
-    def check(self, strategy: str, lora: bool, reference_named: bool) -> None:
-        if strategy == "adapter_disabled" or (strategy == "precomputed" and lora and not reference_named):
-            raise ConfigError(f"reference.strategy {strategy} with LoRA uses the policy's own weights as the reference, which FSDP on CPU "
+    def check(self, reference: ReferenceChoice) -> None:
+        if reference.kind in ("adapter_disabled", "start_adapter"):
+            raise ConfigError(f"reference ({reference.name}) with LoRA uses the policy's own weights as the reference, which FSDP on CPU "
                               "does not gather outside the policy's forward pass. Fix: reference.strategy: separate (sharded like the policy).")
 
-    def shard_reference(self, logps_model: torch.nn.Module) -> torch.nn.Module:
-        return sharding.shard(logps_model)
+    def shard_reference(self, model: torch.nn.Module, chunk: int) -> torch.nn.Module:
+        return sharding.shard(LogpsModel(model, chunk))
 
     def prepare(self, logps_model: torch.nn.Module, optimizer: torch.optim.Optimizer, cfg: RunConfig) -> tuple[torch.nn.Module, Any]:
         return logps_model, self.accelerator.prepare(optimizer)  # sharded before the optimizer was made (`before_optimizer`)

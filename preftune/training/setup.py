@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
 import logging
 import math
@@ -36,7 +37,7 @@ from .objectives import Objective, choose_objective
 from .modes import Mode, launch_settings, pick_mode
 from ..progress import stage
 from .running import Run, RunData, RunFolder
-from ..scoring.choice import choose_reference, make_reference
+from ..scoring.choice import ReferenceChoice, choose_reference, make_reference
 from ..scoring.reference import (PrecomputedReference, Reference, ReferenceTable, SeparateReference, default_reference_cache,
                                  model_fingerprint, pairs_fingerprint, precompute)
 from . import host_memory, kto
@@ -69,41 +70,48 @@ def make_accelerator(cfg: RunConfig) -> Any:
     return Accelerator(mixed_precision=cfg.train.mixed_precision, **launch_settings(), **trackers)
 
 
-def resolve_strategy(cfg: RunConfig, objective: Objective, lora: bool | None = None) -> str:
-    """The reference strategy `auto` stands for; `lora` says whether the policy is an adapter (default: the config's)."""
-    lora = cfg.model.lora.enabled if lora is None else lora
+def reference_choice(cfg: RunConfig, objective: Objective, lora: bool, continuing: bool = False) -> ReferenceChoice:
+    """The run's reference, by `scoring.choice`'s one rule: none when the objective needs none (SFT, a reference-free
+    loss); else `reference.strategy` (auto: the named reference, else the adapter turned off with LoRA, else the
+    policy's start). `continuing`: the LoRA policy starts from an existing adapter, which then stays in the reference,
+    frozen (`reference.start_adapter: frozen`)."""
     strategy = cfg.reference.strategy
-    if not objective.uses_reference:  # SFT, or a reference-free loss
+    if not objective.uses_reference:
         if strategy not in ("auto", "none"):
             logger.info("reference: %s needs no reference; reference.strategy %s is ignored", "SFT" if cfg.stage == "sft" else f"loss {cfg.loss.name}", strategy)
-        return "none"
-    if strategy == "auto":
-        return "adapter_disabled" if lora else "separate"
-    return strategy
-
-
-def build_reference(cfg: RunConfig, policy: torch.nn.Module | None, accelerator: Any, mode: Mode, strategy: str,
-                    frozen_start: torch.nn.Module | None = None, continuing: bool = False, tokenizer: Any = None) -> Reference:
-    """The live reference for `strategy` (precomputed builds on this: see `precomputed_tables`), chosen by
-    `scoring.choice`'s one rule. `frozen_start` is a frozen copy of a model the caller passed, used instead of loading
-    `model.name_or_path`; `continuing` says the LoRA policy starts from an existing adapter, which then stays in the
-    reference, frozen (`reference.start_adapter`)."""
-    chunk = cfg.train.logits_chunk
-    ref_path = cfg.reference.name_or_path
-    lora = policy is not None and is_peft(policy)
-    choice = choose_reference(strategy, explicit=ref_path, adapter_base=cfg.model.name_or_path if lora else None,
-                              start=frozen_start if frozen_start is not None else cfg.model.name_or_path,
-                              start_adapter=cfg.model.lora.adapter_path, keep_start_adapter=continuing and cfg.reference.start_adapter == "frozen")
-    if choice.named_by is not None and ref_path != cfg.model.name_or_path:
+        strategy = "none"
+    choice = choose_reference(strategy, explicit=cfg.reference.name_or_path, adapter_base=cfg.model.name_or_path if lora else None,
+                              start=cfg.model.name_or_path, start_adapter=cfg.model.lora.adapter_path,
+                              keep_start_adapter=continuing and cfg.reference.start_adapter == "frozen")
+    if choice.named_by is not None and choice.load != cfg.model.name_or_path:
         logger.warning("reference: %s differs from the policy's start %s; DPO's derivation assumes the reference is the SFT checkpoint the policy starts from",
-                       ref_path, cfg.model.name_or_path)
+                       choice.load, cfg.model.name_or_path)
+    return choice
+
+
+def strategy_name(cfg: RunConfig, choice: ReferenceChoice) -> str:
+    """How the run's summary names its reference: none, separate, adapter_disabled, or precomputed (a table in front of
+    one of the others)."""
+    if choice.kind == "none":
+        return "none"
+    if cfg.reference.strategy == "precomputed":
+        return "precomputed"
+    return "separate" if choice.kind == "separate" else "adapter_disabled"
+
+
+def build_reference(cfg: RunConfig, choice: ReferenceChoice, policy: torch.nn.Module | None, accelerator: Any, mode: Mode,
+                    frozen_start: torch.nn.Module | None = None, tokenizer: Any = None) -> Reference:
+    """The live reference of the run's choice (precomputed builds on this: see `precomputed_tables`), placed as the
+    mode runs it. `frozen_start` is a frozen copy of a model the caller passed, used instead of loading the start."""
+    chunk = cfg.train.logits_chunk
+    if frozen_start is not None and choice.kind == "separate" and choice.named_by is None:
+        choice = dataclasses.replace(choice, load=None, model=frozen_start)
 
     def load(path: str) -> torch.nn.Module:  # an adapter folder loads merged
         return load_model(cfg.model, path, trainable=False, attention=cfg.experimental.attention)
 
     def place(model: torch.nn.Module) -> torch.nn.Module:
-        model = model.to(accelerator.device)
-        return mode.shard_reference(LogpsModel(model, chunk)) if mode.rewraps else model  # sharded like the policy
+        return mode.shard_reference(model.to(accelerator.device), chunk)
 
     return make_reference(choice, policy, chunk, load, place=place, unwrap=accelerator.unwrap_model, tokenizer=tokenizer)
 
@@ -273,11 +281,12 @@ def setup_run(cfg: RunConfig, model: torch.nn.Module | None = None, tokenizer: A
 
     objective = choose_objective(cfg, accelerator.gather if accelerator.num_processes > 1 else None)
     lora = cfg.model.lora.enabled or (model is not None and is_peft(model))
-    strategy = resolve_strategy(cfg, objective, lora)
+    continuing = cfg.model.lora.adapter_path is not None or (model is not None and is_peft(model))
+    choice = reference_choice(cfg, objective, lora, continuing)
+    strategy = strategy_name(cfg, choice)
     mode = pick_mode(accelerator)
-    mode.check(strategy, lora, cfg.reference.name_or_path is not None)
-    needs_copy = model is not None and cfg.reference.name_or_path is None and (strategy == "separate" or (strategy == "precomputed" and not lora))
-    policy, frozen = setup_policy(cfg, model, needs_copy)
+    mode.check(choice)
+    policy, frozen = setup_policy(cfg, model, needs_copy=model is not None and choice.kind == "separate" and choice.named_by is None)
     if out_dir is not None and accelerator.is_main_process:
         check_space(out_dir, space_needed(policy, cfg, total_steps))
     policy = policy.to(accelerator.device)
@@ -287,8 +296,7 @@ def setup_run(cfg: RunConfig, model: torch.nn.Module | None = None, tokenizer: A
         fuse_norms(policy)
     if cfg.train.gradient_checkpointing:
         enable_checkpointing(policy, cfg.train.gradient_checkpointing)
-    continuing = cfg.model.lora.adapter_path is not None or (model is not None and is_peft(model))
-    live = build_reference(cfg, policy, accelerator, mode, strategy, frozen, continuing, data.tokenizer)
+    live = build_reference(cfg, choice, policy, accelerator, mode, frozen, data.tokenizer)
     x = cfg.experimental
     if x.compile:
         dynamic = not x.static_shapes
@@ -336,7 +344,10 @@ def precompute_reference(cfg: RunConfig) -> Path:
     seed_everything(cfg.train.seed, cfg.train.deterministic)
     data = setup_data(cfg, accelerator)
     policy = load_model(cfg.model, attention=cfg.experimental.attention).to(accelerator.device) if cfg.model.lora.enabled else None
-    live = build_reference(cfg, policy, accelerator, pick_mode(accelerator), "precomputed", continuing=cfg.model.lora.adapter_path is not None)
+    lora = policy is not None and is_peft(policy)
+    choice = reference_choice(cfg.model_copy(update={"reference": cfg.reference.model_copy(update={"strategy": "precomputed"})}),
+                              choose_objective(cfg), lora, continuing=cfg.model.lora.adapter_path is not None)
+    live = build_reference(cfg, choice, policy, accelerator, pick_mode(accelerator))
     every = cfg.model_copy(update={"reference": cfg.reference.model_copy(update={"precompute": "upfront"})})
     precomputed_tables(every, live, {"train": data.train, **({"eval": data.eval} if data.eval else {})}, accelerator)  # every pair
     return Path(cfg.reference.cache_dir) if cfg.reference.cache_dir else default_reference_cache()

@@ -101,3 +101,22 @@ def test_a_named_reference_with_other_token_ids_is_refused_naming_its_key(tiny_m
     other = AutoModelForCausalLM.from_config(config)
     with pytest.raises(ModelError, match="--reference"):
         make_reference(choose_reference("auto", explicit=other, named_by="--reference"), policy, 8, lambda p: other)
+
+
+def test_a_lora_run_under_auto_scores_against_a_named_reference() -> None:
+    """Training's rule is the same rule: with LoRA and `reference.name_or_path` set, `auto` uses the named model (the
+    adapter turned off is the default only when none is named)."""
+    from preftune.config import load_config
+    from preftune.training.objectives import choose_objective
+    from preftune.training.setup import reference_choice, strategy_name
+
+    cfg = load_config(None, ["model.lora.enabled=true", "reference.name_or_path=my-sft"])
+    got = reference_choice(cfg, choose_objective(cfg), lora=True)
+    assert (got.kind, got.load, strategy_name(cfg, got)) == ("separate", "my-sft", "separate")
+    plain = load_config(None, ["model.lora.enabled=true"])
+    got = reference_choice(plain, choose_objective(plain), lora=True)
+    assert (got.kind, strategy_name(plain, got)) == ("adapter_disabled", "adapter_disabled")
+    sft = load_config(None, ["stage=sft", "reference.strategy=separate"])
+    assert reference_choice(sft, choose_objective(sft), lora=False).kind == "none"
+    pre = load_config(None, ["reference.strategy=precomputed"])
+    assert strategy_name(pre, reference_choice(pre, choose_objective(pre), lora=False)) == "precomputed"
