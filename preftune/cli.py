@@ -9,8 +9,9 @@ import os
 import sys
 from pathlib import Path
 from collections.abc import Sequence
+from typing import Any
 
-from .errors import PreftuneError
+from .errors import ConfigError, PreftuneError
 
 TRAIN_EPILOG = "Overrides: any config key as KEY=VALUE, e.g. train.max_steps=5 loss.name=dpop model.lora.enabled=true"
 
@@ -46,6 +47,20 @@ def build_parser() -> argparse.ArgumentParser:
     ins.add_argument("--model", help="tokenizer for token lengths (folder, .gguf, or smollm2-135m-instruct); characters when absent")
     ins.add_argument("--config", help="YAML config whose data section (recipe, mapping, filters, lengths) applies")
     ins.add_argument("--json", action="store_true", help="print one JSON object")
+
+    doc = dsub.add_parser("doctor", help="pairs that are probably wrong: duplicates and near duplicates, leakage into eval, identical or empty "
+                          "responses, truncation, length bias, prompts repeated in answers",
+                          description="Check preference data pair by pair and write doctor.jsonl (one record per pair: its flags, the numbers "
+                          "behind them and its content key), doctor_summary.json and doctor.html. data.filters.exclude_from: DIR/doctor.jsonl "
+                          "then drops the pairs marked to exclude.")
+    doc.add_argument("paths", nargs="+", help="train data file(s), folder or dataset name; KEY=VALUE items are config overrides (data.recipe=pandalm)")
+    doc.add_argument("--eval", nargs="+", help="held-out data, checked the same way and for pairs leaked from train")
+    doc.add_argument("--model", help="tokenizer for token lengths and truncation at data.max_length (folder, .gguf, or smollm2-135m-instruct); "
+                     "characters when absent")
+    doc.add_argument("--config", help="YAML config whose data section (recipe, mapping, lengths) applies")
+    doc.add_argument("--near", type=float, default=0.8, help="word-shingle Jaccard similarity at which two texts count as nearly the same (default 0.8)")
+    doc.add_argument("-o", "--output", default="runs/doctor", help="folder for doctor.jsonl, doctor_summary.json, doctor.html (default runs/doctor)")
+    doc.add_argument("--json", action="store_true", help="print the summary as one JSON object")
 
     sub.add_parser("losses", help="list the losses in the registry")
 
@@ -196,14 +211,37 @@ def cmd_data(args: argparse.Namespace) -> int:
 
     overrides = [p for p in args.paths if "=" in p and p.split("=", 1)[0].startswith("data.")]
     paths = [p for p in args.paths if p not in overrides]
-    cfg = load_config(args.config, overrides).data.settings(train=paths)
+    if args.data_command == "doctor" and not 0 < args.near <= 1:
+        raise ConfigError(f"--near {args.near}: a similarity in (0, 1]. Fix: e.g. --near 0.8.")
+    cfg = load_config(args.config, overrides).data.settings(train=paths, eval=getattr(args, "eval", None))
     tokenizer = None
     if args.model:
         from .models.loading import load_tokenizer
 
         tokenizer = load_tokenizer(args.model)
+    if args.data_command == "doctor":
+        return doctor(cfg, tokenizer, args)
     report = inspect_data(cfg, tokenizer)
     print(json.dumps(report, indent=None if args.json else 2) if args.json else render_report(report))
+    return 0
+
+
+def doctor(settings: Any, tokenizer: Any, args: argparse.Namespace) -> int:
+    from .data.doctor import diagnose, render_summary
+    from .report.doctor_page import write_doctor_page
+    from .run_files import check_writable, write_json, write_jsonl
+
+    out = Path(args.output)
+    check_writable(out, "--output")
+    report = diagnose(settings, tokenizer, args.near)
+    out.mkdir(parents=True, exist_ok=True)
+    write_jsonl(out / "doctor.jsonl", report["records"], ensure_ascii=False)
+    write_json(out / "doctor_summary.json", report["summary"])
+    page = write_doctor_page(report, out / "doctor.html")
+    print(json.dumps(report["summary"]) if args.json else render_summary(report))
+    if not args.json:
+        print(f"records: {out / 'doctor.jsonl'}\nsummary: {out / 'doctor_summary.json'}\npage: {page}\n"
+              f"to train without the pairs marked to exclude: data.filters.exclude_from=[{out / 'doctor.jsonl'}]")
     return 0
 
 

@@ -57,6 +57,7 @@ class FiltersConfig(Section):
     min_confidence: float | None = Field(None, description="drop pairs whose agreement or score margin is below this")
     max_prompt_chars: int | None = Field(None, gt=0, description="drop pairs whose prompt is longer (characters)")
     max_response_chars: int | None = Field(None, gt=0, description="drop pairs with a longer response (characters)")
+    exclude_from: list[str] | None = Field(None, description="doctor.jsonl file(s) of `preftune data doctor`: drop the pairs they mark to exclude")
 
 
 class DataConfig(Section):
@@ -83,7 +84,8 @@ class DataConfig(Section):
         f = self.filters
         return LoadSettings(split=self.split, recipe=self.recipe, columns=self.columns, format=self.format, turn_boundary=self.turn_boundary,
                             on_error=self.on_error, builtin_size=self.builtin_size, builtin_seed=self.builtin_seed,
-                            filters=FilterSettings(f.drop_near_identical, f.drop_duplicates, f.min_confidence, f.max_prompt_chars, f.max_response_chars))
+                            filters=FilterSettings(f.drop_near_identical, f.drop_duplicates, f.min_confidence, f.max_prompt_chars, f.max_response_chars,
+                                                    tuple(f.exclude_from or ())))
 
     def tokenize_settings(self, completion_only: bool = True) -> TokenizeSettings:
         return TokenizeSettings(self.chat_template, self.max_length, self.max_prompt_length, completion_only)

@@ -21,17 +21,20 @@ class FilterSettings:
     min_confidence: float | None
     max_prompt_chars: int | None
     max_response_chars: int | None
+    exclude_from: tuple[str, ...] = ()
 
 
-def _squash(text: str) -> str:
+def squash(text: str) -> str:
+    """The text with runs of whitespace made one space, in lower case: what "the same text" means to the filters."""
     return " ".join(text.split()).lower()
 
 
 def _near_identical(ex: Example) -> bool:
-    return isinstance(ex, PreferencePair) and _squash(as_text(ex.chosen)) == _squash(as_text(ex.rejected))
+    return isinstance(ex, PreferencePair) and squash(as_text(ex.chosen)) == squash(as_text(ex.rejected))
 
 
-def _key(ex: Example) -> str:
+def content_key(ex: Example) -> str:
+    """A pair's (or unpaired example's) identity by content: the hash of its prompt and responses (or completion and label)."""
     if isinstance(ex, PreferencePair):
         parts = [as_text(ex.prompt), as_text(ex.chosen), as_text(ex.rejected)]
     else:
@@ -57,7 +60,7 @@ def apply_filters(examples: Sequence[Example], settings: FilterSettings) -> tupl
         seen: set[str] = set()
 
         def duplicate(ex: Example) -> bool:
-            k = _key(ex)
+            k = content_key(ex)
             if k in seen:
                 return True
             seen.add(k)
@@ -78,4 +81,32 @@ def apply_filters(examples: Sequence[Example], settings: FilterSettings) -> tupl
             return any(len(as_text(t)) > limit for t in texts)
 
         run(f"response over {limit} characters", long_response)
+    if settings.exclude_from:
+        excluded = excluded_keys(settings.exclude_from)
+        run(f"marked to exclude in {', '.join(settings.exclude_from)}", lambda ex: content_key(ex) in excluded)
     return kept, removed
+
+
+def excluded_keys(paths: Sequence[str]) -> set[str]:
+    """The content keys of the records marked `"exclude": true` in doctor.jsonl files (`preftune data doctor`)."""
+    import json
+
+    from ..errors import DataError
+
+    keys: set[str] = set()
+    for path in paths:
+        try:
+            lines = open(path, encoding="utf-8").read().splitlines()
+        except OSError as e:
+            raise DataError(f"data.filters.exclude_from: {path}: cannot read it ({e.strerror}). Fix: run `preftune data doctor` to write it, or fix the path.") from None
+        for n, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line)
+                if rec.get("exclude"):
+                    keys.add(str(rec["key"]))
+            except (json.JSONDecodeError, KeyError, AttributeError):
+                raise DataError(f"data.filters.exclude_from: {path}:{n}: not a doctor record (a JSON object with 'key' and 'exclude'). "
+                                "Fix: give the doctor.jsonl that `preftune data doctor` wrote.") from None
+    return keys
