@@ -55,8 +55,14 @@ def build_parser() -> argparse.ArgumentParser:
                           "then drops the pairs marked to exclude.")
     doc.add_argument("paths", nargs="+", help="train data file(s), folder or dataset name; KEY=VALUE items are config overrides (data.recipe=pandalm)")
     doc.add_argument("--eval", nargs="+", help="held-out data, checked the same way and for pairs leaked from train")
-    doc.add_argument("--model", help="tokenizer for token lengths and truncation at data.max_length (folder, .gguf, or smollm2-135m-instruct); "
-                     "characters when absent")
+    doc.add_argument("--model", help="the model of the model checks and the tokenizer of token lengths and truncation at data.max_length "
+                     "(folder, .gguf, or smollm2-135m-instruct, the default)")
+    doc.add_argument("--form-only", action="store_true", help="only the checks of form: no model, lengths in characters unless --model is given")
+    doc.add_argument("--folds", type=int, default=5, help="cross-fitting folds of the label-noise score (default 5)")
+    doc.add_argument("--steps", type=int, default=30, help="training steps of each fold's brief DPO run (default 30)")
+    doc.add_argument("--seed", type=int, default=0, help="seed of the fold assignment and the fold runs")
+    doc.add_argument("--set", dest="fold_overrides", action="append", default=[], metavar="KEY=VALUE",
+                     help="config override of the fold runs (repeatable), e.g. --set train.learning_rate=1e-4")
     doc.add_argument("--config", help="YAML config whose data section (recipe, mapping, lengths) applies")
     doc.add_argument("--near", type=float, default=0.8, help="word-shingle Jaccard similarity at which two texts count as nearly the same (default 0.8)")
     doc.add_argument("-o", "--output", default="runs/doctor", help="folder for doctor.jsonl, doctor_summary.json, doctor.html (default runs/doctor)")
@@ -207,6 +213,7 @@ def cmd_precompute(args: argparse.Namespace) -> int:
 
 def cmd_data(args: argparse.Namespace) -> int:
     from .config import load_config
+    from .models.embedded import EMBEDDED_NAME
     from .data.inspect import inspect_data, render_report
 
     overrides = [p for p in args.paths if "=" in p and p.split("=", 1)[0].startswith("data.")]
@@ -215,18 +222,19 @@ def cmd_data(args: argparse.Namespace) -> int:
         raise ConfigError(f"--near {args.near}: a similarity in (0, 1]. Fix: e.g. --near 0.8.")
     cfg = load_config(args.config, overrides).data.settings(train=paths, eval=getattr(args, "eval", None))
     tokenizer = None
-    if args.model:
+    model = args.model or (None if args.data_command == "inspect" or args.form_only else EMBEDDED_NAME)
+    if model:
         from .models.loading import load_tokenizer
 
-        tokenizer = load_tokenizer(args.model)
+        tokenizer = load_tokenizer(model)
     if args.data_command == "doctor":
-        return doctor(cfg, tokenizer, args)
+        return doctor(cfg, tokenizer, model, args)
     report = inspect_data(cfg, tokenizer)
     print(json.dumps(report, indent=None if args.json else 2) if args.json else render_report(report))
     return 0
 
 
-def doctor(settings: Any, tokenizer: Any, args: argparse.Namespace) -> int:
+def doctor(settings: Any, tokenizer: Any, model: str | None, args: argparse.Namespace) -> int:
     from .data.doctor import diagnose, render_summary
     from .report.doctor_page import write_doctor_page
     from .run_files import check_writable, write_json, write_jsonl
@@ -235,6 +243,15 @@ def doctor(settings: Any, tokenizer: Any, args: argparse.Namespace) -> int:
     check_writable(out, "--output")
     report = diagnose(settings, tokenizer, args.near)
     out.mkdir(parents=True, exist_ok=True)
+    if not args.form_only:
+        from .data.doctor import load_pairs
+        from .evaluation.label_noise import CrossFit, merge_model_checks, model_checks
+
+        if args.folds < 2 or args.steps < 1:
+            raise ConfigError(f"--folds {args.folds} --steps {args.steps}: cross-fitting needs at least 2 folds and 1 step. Fix: e.g. --folds 5 --steps 30.")
+        crossfit = CrossFit(args.folds, args.steps, args.seed, tuple(args.fold_overrides))
+        pairs, _ = load_pairs(settings.train, settings)
+        merge_model_checks(report, model_checks(pairs, model, out / "model_checks", crossfit, args.config), crossfit)
     write_jsonl(out / "doctor.jsonl", report["records"], ensure_ascii=False)
     write_json(out / "doctor_summary.json", report["summary"])
     page = write_doctor_page(report, out / "doctor.html")

@@ -57,7 +57,11 @@ class FiltersConfig(Section):
     min_confidence: float | None = Field(None, description="drop pairs whose agreement or score margin is below this")
     max_prompt_chars: int | None = Field(None, gt=0, description="drop pairs whose prompt is longer (characters)")
     max_response_chars: int | None = Field(None, gt=0, description="drop pairs with a longer response (characters)")
-    exclude_from: list[str] | None = Field(None, description="doctor.jsonl file(s) of `preftune data doctor`: drop the pairs they mark to exclude")
+    exclude_from: list[str] | None = Field(None, description="doctor.jsonl file(s) of `preftune data doctor`: drop the pairs they flag "
+                                           "(exclude_flags) or score as suspect (exclude_suspect_above)")
+    exclude_flags: list[str] | None = Field(None, description="the doctor's flags that drop a pair (default: exact_duplicate, near_duplicate, "
+                                            "identical_responses, empty_response, leaked, likely_mislabeled)")
+    exclude_suspect_above: float | None = Field(None, ge=0, le=1, description="also drop pairs whose label-noise `suspect` score is above this")
 
 
 class DataConfig(Section):
@@ -85,7 +89,8 @@ class DataConfig(Section):
         return LoadSettings(split=self.split, recipe=self.recipe, columns=self.columns, format=self.format, turn_boundary=self.turn_boundary,
                             on_error=self.on_error, builtin_size=self.builtin_size, builtin_seed=self.builtin_seed,
                             filters=FilterSettings(f.drop_near_identical, f.drop_duplicates, f.min_confidence, f.max_prompt_chars, f.max_response_chars,
-                                                    tuple(f.exclude_from or ())))
+                                                    tuple(f.exclude_from or ()), None if f.exclude_flags is None else tuple(f.exclude_flags),
+                                                    f.exclude_suspect_above))
 
     def tokenize_settings(self, completion_only: bool = True) -> TokenizeSettings:
         return TokenizeSettings(self.chat_template, self.max_length, self.max_prompt_length, completion_only)

@@ -5,7 +5,7 @@ datasketch) within the data and between train and eval files (leakage); chosen i
 rejected; empty responses, and responses cut at `max_length` (with a tokenizer); the share of pairs whose chosen
 response is longer and the correlation of preference with length; the prompt repeated inside a response. Each pair
 gets a record (its flags and the numbers behind them, and the content key `data.filters.exclude_from` matches on);
-the summary counts each flag. The checks with a model (reference margins, label noise) build on these records."""
+the summary counts each flag; `texts` keeps the start of each text for the page. The checks with a model (reference margins, label noise) build on these records."""
 
 from __future__ import annotations
 
@@ -16,15 +16,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .filters import content_key, squash
+from .filters import DOCTOR_EXCLUDED, content_key, squash
 from .records import PreferencePair, as_text
 
-# flags that mark a pair to leave out (`data.filters.exclude_from`); the others describe the data without condemning a pair
-# (nearly identical responses are not among them: minimal-edit pairs, such as gsm8k_small_edit's, are built that way)
-EXCLUDED = ("exact_duplicate", "near_duplicate", "identical_responses", "empty_response", "leaked")
+EXCLUDED = DOCTOR_EXCLUDED  # flags that mark a pair to leave out by default (`data.filters.exclude_from`)
 SHINGLE = 5  # words per shingle
 NUM_PERM = 128  # MinHash permutations
 LSH_MAX_THRESHOLD = 0.9  # datasketch cannot band 128 permutations for a higher one
+TEXT_SHOWN = 400  # characters of each text the page shows (the end of a prompt, the start of a response)
 PROMPT_ECHO_MIN_CHARS = 20  # shorter prompts are too common inside answers to mean anything
 
 
@@ -171,7 +170,9 @@ def examine(train: Sequence[PreferencePair], eval_pairs: Sequence[PreferencePair
         summary[split] = split_summary([r for r in records if r["split"] == split], lengths is not None)
     if not splits["eval"]:
         del summary["eval"]
-    return {"records": records, "summary": summary}
+    texts = {split: {i: {"prompt": as_text(p.prompt)[-TEXT_SHOWN:], "chosen": as_text(p.chosen)[:TEXT_SHOWN],
+                         "rejected": as_text(p.rejected)[:TEXT_SHOWN]} for i, p in enumerate(pairs)} for split, pairs in splits.items()}
+    return {"records": records, "summary": summary, "texts": texts}
 
 
 def split_summary(records: list[dict[str, Any]], tokens: bool) -> dict[str, Any]:
@@ -215,6 +216,14 @@ def render_summary(report: dict[str, Any]) -> str:
         if "truncated_share" in s:
             t = s["truncated_share"]
             lines.append(f"  cut at max_length: chosen {t['chosen']:.1%}, rejected {t['rejected']:.1%}")
+        noise = s.get("label_noise")
+        if noise:
+            if noise["learned"]:
+                lines.append(f"  label noise ({noise['folds']} folds of {noise['steps_per_fold']} steps): mean suspect {noise['mean_suspect']:.3f}; "
+                             f"likely_mislabeled when suspect ≥ {noise['threshold']:.3f} (the mean probability of the labels as given)")
+            else:
+                lines.append(f"  label noise: the fold runs learned no preference (mean probability of the labels {noise['threshold']}); "
+                             "no pair flagged. Fix: more --steps, or --set train.learning_rate=...")
     return "\n".join(lines)
 
 

@@ -22,6 +22,13 @@ class FilterSettings:
     max_prompt_chars: int | None
     max_response_chars: int | None
     exclude_from: tuple[str, ...] = ()
+    exclude_flags: tuple[str, ...] | None = None  # None: DOCTOR_EXCLUDED
+    exclude_suspect_above: float | None = None
+
+
+# the data doctor's flags that mark a pair to leave out by default (nearly identical responses are not among them:
+# minimal-edit pairs, such as gsm8k_small_edit's, are built that way)
+DOCTOR_EXCLUDED = ("exact_duplicate", "near_duplicate", "identical_responses", "empty_response", "leaked", "likely_mislabeled")
 
 
 def squash(text: str) -> str:
@@ -82,18 +89,21 @@ def apply_filters(examples: Sequence[Example], settings: FilterSettings) -> tupl
 
         run(f"response over {limit} characters", long_response)
     if settings.exclude_from:
-        excluded = excluded_keys(settings.exclude_from)
+        flags = DOCTOR_EXCLUDED if settings.exclude_flags is None else settings.exclude_flags
+        excluded = excluded_keys(settings.exclude_from, flags, settings.exclude_suspect_above)
         run(f"marked to exclude in {', '.join(settings.exclude_from)}", lambda ex: content_key(ex) in excluded)
     return kept, removed
 
 
-def excluded_keys(paths: Sequence[str]) -> set[str]:
-    """The content keys of the records marked `"exclude": true` in doctor.jsonl files (`preftune data doctor`)."""
+def excluded_keys(paths: Sequence[str], flags: Sequence[str] = DOCTOR_EXCLUDED, suspect_above: float | None = None) -> set[str]:
+    """The content keys of the pairs that doctor.jsonl files (`preftune data doctor`) flag with one of `flags`, or whose
+    `suspect` score exceeds `suspect_above`."""
     import json
 
     from ..errors import DataError
 
     keys: set[str] = set()
+    wanted = set(flags)
     for path in paths:
         try:
             lines = open(path, encoding="utf-8").read().splitlines()
@@ -104,9 +114,10 @@ def excluded_keys(paths: Sequence[str]) -> set[str]:
                 continue
             try:
                 rec = json.loads(line)
-                if rec.get("exclude"):
-                    keys.add(str(rec["key"]))
-            except (json.JSONDecodeError, KeyError, AttributeError):
-                raise DataError(f"data.filters.exclude_from: {path}:{n}: not a doctor record (a JSON object with 'key' and 'exclude'). "
+                key, rec_flags, suspect = str(rec["key"]), rec["flags"], rec.get("suspect")
+            except (json.JSONDecodeError, KeyError, TypeError):
+                raise DataError(f"data.filters.exclude_from: {path}:{n}: not a doctor record (a JSON object with 'key' and 'flags'). "
                                 "Fix: give the doctor.jsonl that `preftune data doctor` wrote.") from None
+            if wanted & set(rec_flags) or (suspect_above is not None and suspect is not None and suspect > suspect_above):
+                keys.add(key)
     return keys

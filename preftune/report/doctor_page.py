@@ -21,12 +21,41 @@ WHAT = {
     "empty_response": "an empty chosen or rejected response",
     "truncated": "a response cut at data.max_length: the loss sees part of it",
     "prompt_in_response": "the prompt repeated inside a response",
+    "likely_mislabeled": "the fold models, trained without this pair, prefer its rejected response with the confidence they give the labels as given",
 }
+WORST = 20  # pairs shown side by side, most suspect first
 
 
 def _detail(r: dict[str, Any]) -> str:
-    keys = ("duplicate_of", "similarity", "leaked_from", "leak_similarity", "responses_similarity", "empty", "prompt_in", "truncated", "tokens", "chars")
+    keys = ("suspect", "reference_margin", "duplicate_of", "similarity", "leaked_from", "leak_similarity", "responses_similarity", "empty", "prompt_in", "truncated", "tokens", "chars")
     return "; ".join(f"{k}: {r[k]}" for k in keys if k in r)
+
+
+def _histogram(values: list[float], bins: int = 20, width: int = 400, height: int = 90) -> str:
+    """An inline SVG histogram of values in [0, 1]."""
+    counts = [0] * bins
+    for v in values:
+        counts[min(bins - 1, int(v * bins))] += 1
+    top = max(counts) or 1
+    w = width / bins
+    bars = "".join(f"<rect x='{i * w:.1f}' y='{height - c / top * height:.1f}' width='{w - 1:.1f}' height='{c / top * height:.1f}' fill='#4a7'>"
+                   f"<title>{i / bins:.2f}–{(i + 1) / bins:.2f}: {c}</title></rect>" for i, c in enumerate(counts))
+    return f"<svg width='{width}' height='{height + 16}'>{bars}<text x='0' y='{height + 14}' font-size='11'>0</text>" \
+           f"<text x='{width - 8}' y='{height + 14}' font-size='11'>1</text></svg>"
+
+
+def _suspects(report: dict[str, Any], split: str, noise: dict[str, Any]) -> str:
+    rows = sorted((r for r in report["records"] if r["split"] == split and r.get("suspect") is not None), key=lambda r: -r["suspect"])
+    out = [f"<h3>Label noise: suspect scores ({noise['folds']} folds of {noise['steps_per_fold']} steps)</h3>",
+           _histogram([r["suspect"] for r in rows]),
+           f"<p>likely_mislabeled at suspect ≥ {_e(noise['threshold'])}" + ("" if noise["learned"] else " (the folds learned no preference: none flagged)") + "</p>",
+           "<table><tr><th>index</th><th>suspect</th><th>prompt</th><th>chosen (as labelled)</th><th>rejected (as labelled)</th></tr>"]
+    texts = report.get("texts", {}).get(split, {})
+    for r in rows[:WORST]:
+        t = texts.get(r["index"], {})
+        out.append(f"<tr><td>{r['index']}</td><td>{r['suspect']:.3f}</td><td>{_e(t.get('prompt', ''))}</td><td>{_e(t.get('chosen', ''))}</td>"
+                   f"<td>{_e(t.get('rejected', ''))}</td></tr>")
+    return "\n".join(out) + "</table>"
 
 
 def render_doctor(report: dict[str, Any]) -> str:
@@ -51,6 +80,8 @@ def render_doctor(report: dict[str, Any]) -> str:
         if "truncated_share" in s:
             t = s["truncated_share"]
             parts.append(f"<p>Cut at max_length {summary['settings']['max_length']}: chosen {t['chosen']:.1%}, rejected {t['rejected']:.1%}.</p>")
+        if "label_noise" in s:
+            parts.append(_suspects(report, split, s["label_noise"]))
         for flag in s["flags"]:
             rows = [r for r in report["records"] if r["split"] == split and flag in r["flags"]]
             parts.append(f"<h3 id='{_e(split)}-{_e(flag)}'>{_e(flag)} ({len(rows)})</h3><table><tr><th>index</th><th>id</th><th>source</th><th>details</th></tr>")

@@ -107,7 +107,7 @@ def test_the_command_writes_its_files_and_training_data_leaves_the_marked_pairs_
     train_file = write_jsonl(tmp_path / "train.jsonl", as_records(train))
     eval_file = write_jsonl(tmp_path / "eval.jsonl", as_records(eval_pairs))
     out = tmp_path / "doctor"
-    assert main(["data", "doctor", str(train_file), "--eval", str(eval_file), "-o", str(out)]) == 0
+    assert main(["data", "doctor", str(train_file), "--eval", str(eval_file), "--form-only", "-o", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "train: 8 pairs, 3 marked to exclude" in printed and "exact_duplicate" in printed and "data.filters.exclude_from" in printed
     records = [json.loads(line) for line in (out / "doctor.jsonl").read_text().splitlines()]
