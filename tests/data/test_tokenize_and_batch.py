@@ -334,3 +334,44 @@ def test_the_shuffled_orders_are_pinned_so_a_checkpoint_resumes_with_the_same_da
     assert LengthGroupedBatches(lengths, 2, seed=3).batches(2) == [[61, 91], [28, 58], [30, 60], [22, 52], [29, 59], [100, 18], [44, 74], [13, 2], [78, 97], [89, 119], [65, 95], [41, 0], [73, 103], [115, 14], [107, 6], [27, 57], [88, 118], [5, 35], [117, 46], [92, 21], [26, 75], [36, 66], [111, 40], [47, 77], [113, 17], [53, 83], [32, 62], [64, 23], [68, 98], [72, 1], [11, 112], [3, 82], [34, 94], [67, 56], [102, 31], [96, 25], [76, 106], [86, 116], [55, 85], [71, 101], [84, 114], [104, 33], [69, 99], [63, 93], [48, 7], [81, 10], [90, 19], [9, 39], [109, 38], [8, 43], [108, 37], [4, 105], [80, 110], [15, 45], [87, 16], [24, 54], [51, 70], [12, 42], [20, 50], [49, 79]]  # 60 batches: two groups of up to 50
     assert ConsecutiveBatches(40, 4, seed=3).batches(2) == [[4, 5, 6, 7], [8, 9, 10, 11], [24, 25, 26, 27], [28, 29, 30, 31], [20, 21, 22, 23], [36, 37, 38, 39], [16, 17, 18, 19], [12, 13, 14, 15], [0, 1, 2, 3], [32, 33, 34, 35]]
     assert LengthGroupedBatches(lengths, 8, seed=3).batches(1) != LengthGroupedBatches(lengths, 8, seed=3).batches(2)
+
+
+def test_each_layouts_tensors_have_the_dtypes_the_model_and_memory_budget_expect(smol_tokenizer) -> None:
+    """Token ids and indices int64 (embedding lookups), weights float32, the padded mask int64, layout masks bool, the
+    segment ids int32 and the part codes int8 (one byte a token); packed rows are not padded to a multiple of
+    row_tokens unless asked."""
+    from preftune.config import TrainConfig
+    from preftune.data.batch import collate
+
+    from ..models.test_layouts import hh_pairs
+
+    pairs = hh_pairs(smol_tokenizer, 4)
+    pad = smol_tokenizer.pad_token_id
+    padded = collate("padded", pairs, range(4), pad)
+    assert (padded.input_ids.dtype, padded.attention_mask.dtype, padded.weights.dtype, padded.indices.dtype) == (torch.long, torch.long, torch.float32, torch.long)
+    for layout in ("prefix_shared", "packed"):
+        b = collate(layout, pairs, range(4), pad, row_tokens=1000)
+        assert (b.input_ids.dtype, b.attention_mask.dtype, b.weights.dtype, b.indices.dtype) == (torch.long, torch.bool, torch.float32, torch.long)
+        assert (b.extras["segment"].dtype, b.extras["part"].dtype) == (torch.int32, torch.int8)
+        assert b.rows.dtype == b.cols.dtype == b.labels.dtype == b.seq.dtype == torch.long
+    packed = collate("packed", pairs, range(4), pad, row_tokens=1000)
+    longest = max(int(v.sum()) for v in packed.extras["valid"])
+    assert packed.input_ids.shape[1] == longest and collate("packed", pairs, range(4), pad, row_tokens=1000, static=True).input_ids.shape[1] % 1000 == 0
+    import inspect
+
+    assert inspect.signature(collate).parameters["row_tokens"].default == TrainConfig().pack_tokens  # one default for the row size
+
+
+def test_two_halves_of_a_row_share_it_and_the_exact_search_covers_up_to_twelve_segments() -> None:
+    assert pack_rows([50, 50], 100) == [[0, 1]]  # a segment of exactly half a row may share it
+    twelve = [19, 12, 10, 18, 9, 18, 6, 14, 12, 2, 13, 14]  # fits 4 rows of 37 only by search (neither heuristic finds it)
+    assert len(pack_rows(twelve, 37)) == 4
+    thirteen = [4, 17, 12, 12, 15, 10, 9, 4, 11, 19, 18, 17, 4]  # over EXACT_SEGMENTS: the heuristics' 6 rows, no search
+    assert len(pack_rows(thirteen, 31)) == 6
+
+
+def test_an_unknown_layout_is_refused_naming_the_valid_ones(smol_tokenizer) -> None:
+    from preftune.data.batch import collate
+
+    with pytest.raises(ValueError, match=r"^unknown layout 'rows'; valid: \('padded', 'prefix_shared', 'packed'\)$"):
+        collate("rows", [], [], 0)

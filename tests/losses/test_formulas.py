@@ -207,3 +207,10 @@ def test_non_default_parameters_and_beta_match_the_formula(name: str) -> None:
     assert got == pytest.approx(want, rel=1e-6, abs=1e-9)
     default = compute_loss(name, beta=beta, **x).losses.tolist()
     assert got != pytest.approx(default, rel=1e-6)  # the parameter changed the loss: it is not ignored
+
+
+def test_a_reference_loss_given_only_one_sides_reference_is_an_error() -> None:
+    x = random_inputs(4, 5.0, seed=2)
+    for missing in ("reference_chosen_logps", "reference_rejected_logps"):
+        with pytest.raises(ValueError, match="^loss 'dpo' needs reference log-probs"):
+            compute_loss("dpo", **{**x, missing: None})

@@ -50,7 +50,7 @@ def test_register_defaults_and_refusals(scratch_name: str) -> None:
 
 
 def test_get_spec_names_the_valid_losses() -> None:
-    with pytest.raises(KeyError, match="unknown loss 'nope'; valid names: .*dpo"):
+    with pytest.raises(KeyError, match=re_escape(f"unknown loss 'nope'; valid names: {', '.join(sorted(REGISTRY))}")):
         get_spec("nope")
 
 
@@ -110,7 +110,7 @@ def _logps(seed: int = 0) -> dict[str, torch.Tensor]:
 
 
 def test_compute_loss_refuses_kto_and_uses_beta() -> None:
-    with pytest.raises(ValueError, match="kto is unpaired: call preftune.losses.kto_loss"):
+    with pytest.raises(ValueError, match=r"^kto is unpaired: call preftune.losses.kto_loss\(\.\.\.\) with per-example log-probs and labels$"):
         compute_loss("kto", **_logps())
     a, b = compute_loss("dpo", beta=0.5, **_logps()), compute_loss("dpo", **_logps())
     assert torch.allclose(a.chosen_rewards, 5 * b.chosen_rewards)  # the default β is 0.1
@@ -128,5 +128,5 @@ def test_compute_weighted_passes_every_setting_to_each_component(settings: dict)
     torch.testing.assert_close(out.rejected_rewards, parts[0].rejected_rewards)
     plain = compute_weighted(components, **x)
     assert not torch.allclose(out.losses, plain.losses)  # each setting changes the numbers, so passing it on is checked
-    with pytest.raises(ValueError, match="compute_weighted needs at least one component"):
+    with pytest.raises(ValueError, match="^compute_weighted needs at least one component$"):
         compute_weighted([], **x)

@@ -48,6 +48,8 @@ CASES = {
     "sigmoid_norm": ("sigmoid_norm", {}, {}),
     "f_dpo": ("sigmoid", {"f_divergence_type": "js_divergence"}, {"f_divergence_type": "js_divergence"}),
     "f_dpo-forward_kl": ("sigmoid", {"f_divergence_type": "forward_kl"}, {"f_divergence_type": "forward_kl"}),
+    "f_dpo-alpha-extreme": ("sigmoid", {"f_divergence_type": "alpha_divergence", "f_alpha_divergence_coef": 0.3},
+                            {"f_divergence_type": "alpha_divergence", "f_alpha_divergence_coef": 0.3}),
     "f_dpo-alpha": ("sigmoid", {"f_divergence_type": "alpha_divergence", "f_alpha_divergence_coef": 0.3},
                     {"f_divergence_type": "alpha_divergence", "f_alpha_divergence_coef": 0.3}),
 }
@@ -108,7 +110,9 @@ def test_loss_and_rewards_match_trl_1_16(name: str) -> None:
         lc = torch.full((b,), 7.0, dtype=torch.float64)
     beta = 0.1
     rel = 1e-6
-    if name == "f_dpo-alpha":  # TRL's α-divergence clamps by dtype and knows no float64
+    if name.startswith("f_dpo-alpha"):  # TRL's α-divergence clamps by dtype and knows no float64
+        if name == "f_dpo-alpha-extreme":  # log-ratios of −150: (α − 1)·r past the clamp at 80 for some pairs
+            rc, rr = pc + 150 + torch.rand(b, generator=g, dtype=torch.float64) * 10, pr + 100 + torch.rand(b, generator=g, dtype=torch.float64) * 30
         pc, pr, rc, rr = (t.float() for t in (pc, pr, rc, rr))
         rel = 1e-5
     ours = compute_loss(name.split("-")[0], policy_chosen_logps=pc, policy_rejected_logps=pr, reference_chosen_logps=rc,

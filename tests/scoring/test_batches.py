@@ -67,6 +67,7 @@ def test_weighted_mean_weights_each_loss_and_divides_by_the_weights() -> None:
     assert float(weighted_mean(losses, torch.tensor([1.0, 0.0, 3.0]))) == pytest.approx((1.0 + 12.0) / 4.0)
     assert float(weighted_mean(losses, torch.ones(3))) == pytest.approx(7.0 / 3.0)
     assert float(weighted_mean(losses, torch.zeros(3))) == 0.0  # no weight at all: 0, not NaN
+    assert float(weighted_mean(losses, torch.tensor([0.2, 0.3, 0.0]))) == pytest.approx((0.2 + 0.6) / 0.5)  # weights summing below 1
 
 
 @pytest.mark.parametrize("layout", ["padded", "prefix_shared"])
