@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-import preftune.scoring.batches as scoring
+import preftune.training.objectives as scoring  # where the training step calls loss_on_batch
 from preftune.training.checkpoint import list_checkpoints
 from preftune.training.loop import NonFiniteLoss
 from preftune.training.run import train
