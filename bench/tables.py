@@ -127,9 +127,11 @@ def table_options() -> str:
 
 
 def table_experimental() -> str:
-    r = load("compare_trl.json")
+    file = "compare_trl.json"
+    r = load(file)
     if "options_from" in r:  # the configurations were tried in the stored comparison the settings came from
-        r = load(r["options_from"]["file"])
+        file = r["options_from"]["file"]
+        r = load(file)
     rows = ["| setting (one run each) | LoRA pairs/s | LoRA peak RSS MiB | full pairs/s | full peak RSS MiB |", "|---|---|---|---|---|"]
     by_mode = {c["mode"]: {json.dumps(v["options"], sort_keys=True): v for v in c["preftune_variants"]} for c in r["comparisons"]}
     keys = list(by_mode["lora"])
@@ -142,7 +144,7 @@ def table_experimental() -> str:
             v = by_mode.get(mode, {}).get(key)
             cells += [fmt(v["pairs_per_s"]), f"{v['peak_rss_mib']:,.0f}"] if v else ["–", "–"]
         rows.append(f"| {name} | {' | '.join(cells)} |")
-    return "\n".join(rows) + "\n\n" + provenance(r, "compare_trl.json")
+    return "\n".join(rows) + "\n\n" + provenance(r, file)
 
 
 def table_layouts() -> str:
