@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -61,8 +62,9 @@ def check_writable(folder: Path, what: str) -> None:
 
 
 def write_text_atomic(path: Path, text: str) -> None:
-    """Write a text file through a temporary file and a rename, so a reader never sees half of it."""
-    tmp = path.with_name(f".{path.name}.tmp")
+    """Write a text file through a temporary file and a rename, so a reader never sees half of it; the temporary name is
+    the writer's own, so processes writing the same file at once (sweep workers ending together) each replace it whole."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, path)
 
