@@ -22,7 +22,7 @@ from protocol import MIN_ROUNDS, MIN_TIMED_STEPS, quotable  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
-PAGES = [ROOT / "docs" / "benchmarks.md", ROOT / "docs" / "iterate.md"]
+PAGES = [ROOT / "docs" / "benchmarks.md", ROOT / "docs" / "iterate.md", ROOT / "docs" / "data.md"]
 BLOCK = re.compile(r"(<!-- table: (?P<name>[a-z0-9_]+) -->\n)(?P<body>.*?)(<!-- end table -->)", re.S)
 
 
@@ -219,7 +219,20 @@ def table_iterate() -> str:
     return "\n\n".join(out) + "\n\n" + provenance(r, "iterate_arithmetic.json")
 
 
-TABLES: dict[str, Callable[[], str]] = {"first_run": table_first_run, "compare_trl": table_compare_trl, "options": table_options,
+def table_doctor() -> str:
+    rows = ["| data | pairs (flipped) | folds × steps | AUROC of suspect | precision in the top share | flagged: precision / recall | minutes |",
+            "|---|---|---|---|---|---|---|"]
+    sources = []
+    for file in sorted(p.name for p in RESULTS.glob("doctor_label_noise_*.json")):
+        r = load(file)
+        rows.append(f"| {r['data']} | {r['pairs']} ({r['flipped']}) | {r['folds']} × {r['steps_per_fold']} | {r['auroc']:.3f} | "
+                    f"{r['precision_at_flip_share']:.3f} | {r['flagged_precision']:.2f} / {r['flagged_recall']:.2f} ({r['flagged']} flagged) | "
+                    f"{r['seconds'] / 60:.1f} |")
+        sources.append(provenance(r, file))
+    return "\n".join(rows) + "\n\n" + "\n\n".join(sources)
+
+
+TABLES: dict[str, Callable[[], str]] = {"doctor": table_doctor, "first_run": table_first_run, "compare_trl": table_compare_trl, "options": table_options,
                                         "experimental": table_experimental, "layouts": table_layouts, "peak_memory": table_peak_memory,
                                         "profile": table_profile, "gpu": table_gpu, "export": table_export, "iterate": table_iterate}
 
