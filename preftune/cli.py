@@ -124,8 +124,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; returns the exit status: 0, 2 for a usage or input error (the message names the file, flag or key
     and the fix), 130 when interrupted, 1 for an unexpected internal error (its traceback with -v)."""
     parser = build_parser()
+    given = list(sys.argv[1:] if argv is None else argv)
+    if any("\x00" in a for a in given):
+        print("preftune: error: an argument holds a NUL byte, which no path, key or value can contain. Fix: remove it.", file=sys.stderr)
+        return 2
     try:
-        args = parse(parser, argv)
+        args = parse(parser, given)
     except SystemExit as e:  # argparse printed --help (0) or a usage error (2)
         return e.code if isinstance(e.code, int) else 2
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")

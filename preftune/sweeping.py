@@ -147,8 +147,7 @@ def sweep(config: Any, space: SweepSpace | str | Path, output_dir: str | Path, *
         raise ConfigError(f"{out}: cannot create the sweep folder ({e.strerror or e}). Fix: give another --output.") from None
     url = space.storage or f"sqlite:///{(out / STUDY_FILE).resolve()}"
     engine = {"connect_args": {"timeout": 120}} if url.startswith("sqlite") else None  # workers wait for each other's writes
-    storage = optuna.storages.RDBStorage(url, engine_kwargs=engine, heartbeat_interval=space.heartbeat_seconds,
-                                         grace_period=2 * space.heartbeat_seconds)
+    storage = open_storage(url, engine, space.heartbeat_seconds)
     sampler = (optuna.samplers.GridSampler({k: d.choices for k, d in space.space.items()}, seed=space.seed) if space.sampler == "grid"
                else optuna.samplers.RandomSampler(seed=space.seed) if space.sampler == "random" else optuna.samplers.TPESampler(seed=space.seed))
     pruner = optuna.pruners.MedianPruner(n_startup_trials=1, n_warmup_steps=0) if space.pruner == "median" else optuna.pruners.NopPruner()
@@ -198,6 +197,22 @@ def sweep(config: Any, space: SweepSpace | str | Path, output_dir: str | Path, *
     if not budget_spent():
         study.optimize(objective, timeout=space.max_time, callbacks=[enough], catch=(Exception,))
     return finish(study, out, started)
+
+
+def open_storage(url: str, engine: dict[str, Any] | None, heartbeat: int, tries: int = 5) -> Any:
+    """Optuna's RDB storage of a study. Workers starting together race to create the schema's version row (SQLite:
+    "UNIQUE constraint failed: alembic_version"); the loser opens what the winner made on its next try."""
+    import optuna
+    from sqlalchemy.exc import IntegrityError
+
+    for attempt in range(tries):
+        try:
+            return optuna.storages.RDBStorage(url, engine_kwargs=engine, heartbeat_interval=heartbeat, grace_period=2 * heartbeat)
+        except IntegrityError:
+            if attempt == tries - 1:
+                raise
+            time.sleep(0.5 * (attempt + 1))
+    raise AssertionError("unreachable")
 
 
 def finish(study: Any, out: Path, started: float) -> dict[str, Any]:

@@ -136,3 +136,22 @@ def test_a_sweep_file_that_is_not_text_is_refused(tmp_path: Path) -> None:
     bad.write_bytes(b"space:\n  x: \x80\x81\n")
     with pytest.raises(ConfigError, match="space.yaml: not UTF-8 text"):
         load_space(bad)
+
+
+def test_a_worker_that_loses_the_race_to_create_the_schema_opens_it_on_its_next_try(monkeypatch, tmp_path: Path) -> None:
+    import optuna
+    from sqlalchemy.exc import IntegrityError
+
+    from preftune.sweeping import open_storage
+
+    real, calls = optuna.storages.RDBStorage, []
+
+    def racing(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:  # the other worker inserted the schema's version row first
+            raise IntegrityError("INSERT INTO alembic_version", {}, Exception("UNIQUE constraint failed: alembic_version.version_num"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(optuna.storages, "RDBStorage", racing)
+    storage = open_storage(f"sqlite:///{tmp_path / 'study.db'}", None, 10)
+    assert len(calls) == 2 and storage is not None
