@@ -140,7 +140,7 @@ def examine(train: Sequence[PreferencePair], eval_pairs: Sequence[PreferencePair
             if squash(chosen) == squash(rejected):
                 flags.append("identical_responses")
             else:
-                sim = jaccard(shingles(chosen), shingles(rejected))
+                sim = jaccard(fields[1], fields[2])  # the chosen and rejected shingles made above
                 rec["responses_similarity"] = round(sim, 4)
                 if sim >= settings.near:
                     flags.append("near_identical_responses")
